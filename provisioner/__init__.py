@@ -1,0 +1,88 @@
+"""provisioner: a bare-metal provisioning server (iPXE boot scripts and install lifecycle)."""
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from provisioner import cli
+from provisioner import config
+from provisioner import errors
+from provisioner.boot.views import bp as boot_bp
+from provisioner.database import configure_engine
+from provisioner.extensions import api
+from provisioner.extensions import db
+from provisioner.extensions import migrate
+from provisioner.nodes.views import bp as nodes_bp
+from provisioner.workflows import WorkflowStore
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the application: config, extensions, blueprints, errors and CLI commands.
+
+    Building never starts the scheduler: that is ``provisioner serve``'s and ``wsgi.py``'s job,
+    because the factory also runs for every CLI command and every test.
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    load_config(app, test_config)
+    init_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_cli(app)
+    return app
+
+
+def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Read and check settings, then derive what the extensions need from them."""
+    settings = config.load_settings(app.instance_path, test_config)
+    app.config.update(settings)
+    app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(
+        settings["DATABASE_URL"], app.instance_path
+    )
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config["WORKFLOWS_DIR"] = os.path.join(app.instance_path, settings["WORKFLOWS_DIR"])
+    app.config.update(
+        API_TITLE="provisioner",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="v1/openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+    )
+    logging.getLogger("provisioner").setLevel(settings["LOG_LEVEL"])
+    if settings["TRUSTED_PROXIES"]:
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+
+def init_extensions(app: Flask) -> None:
+    """Bind the database, migrations and API objects to this app."""
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    api.init_app(app)
+    with app.app_context():
+        configure_engine(db.engine)
+    app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))
+
+
+def register_blueprints(app: Flask) -> None:
+    """Attach the node, boot and event APIs."""
+    for blueprint in (nodes_bp, boot_bp):
+        api.register_blueprint(blueprint)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Turn domain errors into JSON responses."""
+    errors.register(app)
+
+
+def register_cli(app: Flask) -> None:
+    """Add the ``nodes``, ``workflows`` and ``serve`` commands to ``flask``/``provisioner``."""
+    cli.register(app)

@@ -1,0 +1,88 @@
+"""Node-facing boot endpoints: every answer is an iPXE script, even an error."""
+
+from flask import Response
+from flask import current_app
+from flask import request
+from marshmallow import ValidationError
+
+from provisioner import ipxe
+from provisioner.api import Blueprint
+from provisioner.booting import BootRequest
+from provisioner.booting import BootSettings
+from provisioner.booting import answer_boot
+from provisioner.context import now
+from provisioner.context import peer_ip
+from provisioner.context import server_url
+from provisioner.context import workflow_store
+from provisioner.extensions import db
+from provisioner.schemas import BootQuerySchema
+
+bp = Blueprint("boot", __name__, description="iPXE boot scripts (node-facing)")
+
+SCRIPT_RESPONSE = {
+    "description": "An iPXE script (first line `#!ipxe`)",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+BOOT_PARAMETERS = [
+    {
+        "in": "query",
+        "name": name,
+        "required": name == "mac",
+        "schema": {"type": "string"},
+        "description": description,
+    }
+    for name, description in (
+        ("mac", "Boot NIC MAC address (iPXE ${net0/mac}); :, - or bare hex"),
+        ("uuid", "SMBIOS system UUID (iPXE ${uuid})"),
+        ("serial", "System serial number (iPXE ${serial})"),
+        ("vendor", "Manufacturer (iPXE ${manufacturer})"),
+        ("model", "Product name (iPXE ${product})"),
+        ("hostname", "Host name, if known"),
+        ("arch", "CPU architecture (iPXE ${buildarch})"),
+        ("platform", "Firmware platform: pcbios or efi (iPXE ${platform})"),
+    )
+]
+
+
+def script_response(script: str, status: int = 200) -> Response:
+    """Send an iPXE script as ``text/plain``."""
+    return Response(script, status=status, mimetype="text/plain")
+
+
+def _boot_mode(platform: str | None) -> str | None:
+    return {"pcbios": "bios", "efi": "uefi"}.get((platform or "").lower())
+
+
+@bp.route("/api/v1/boot")
+@bp.doc(parameters=BOOT_PARAMETERS, responses={"200": SCRIPT_RESPONSE, "400": SCRIPT_RESPONSE})
+def boot():
+    """The script a machine should run now, chosen by its lifecycle state."""
+    try:
+        args = BootQuerySchema().load(request.args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.messages.items())
+        return script_response(ipxe.request_error(problems), 400)
+    boot_request = BootRequest(
+        mac=args["mac"],
+        peer_ip=peer_ip(),
+        system_uuid=args.get("uuid"),
+        serial_number=args.get("serial"),
+        vendor=args.get("vendor"),
+        model=args.get("model"),
+        hostname=args.get("hostname"),
+        arch=args.get("arch"),
+        boot_mode=_boot_mode(args.get("platform")),
+    )
+    settings = BootSettings(
+        server_url=server_url(),
+        auto_register=current_app.config["AUTO_REGISTER"],
+        workflows=workflow_store(),
+    )
+    return script_response(answer_boot(db.session, boot_request, settings, now()))
+
+
+@bp.route("/api/v1/ipxe/boot.ipxe")
+@bp.doc(responses={"200": SCRIPT_RESPONSE})
+def chain_script():
+    """The chain script for a DHCP server or USB stick: asks ``/api/v1/boot`` what to do."""
+    return script_response(ipxe.chain(server_url()))

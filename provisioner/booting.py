@@ -1,0 +1,177 @@
+"""Answering ``GET /api/v1/boot``: which iPXE script a machine gets, by its lifecycle state.
+
+Most boots are of known machines that just boot locally; they are answered from a plain read.
+Only what must change something (registering a machine, starting an install, a new IP, or a
+``last_seen_at`` older than ``SEEN_RESOLUTION``) takes a write transaction, in which the node
+is read again under lock and the decision made afresh.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from provisioner import ipxe
+from provisioner.database import write_transaction
+from provisioner.lifecycle import State
+from provisioner.lifecycle import Trigger
+from provisioner.lifecycle import transition
+from provisioner.models import Node
+from provisioner.models import NodeStateLog
+from provisioner.nodes_repo import find_node
+from provisioner.workflows import WorkflowError
+from provisioner.workflows import WorkflowStore
+from provisioner.workflows import boot_files
+
+#: ``last_seen_at`` is refreshed at most this often by boots, so repeated boots stay reads.
+SEEN_RESOLUTION = timedelta(seconds=60)
+
+LOCAL_BOOT_REASONS = {
+    State.DISCOVERED: "node {id} is discovered; waiting for an operator",
+    State.INSTALLING: "node {id} is installing; booting the installed system",
+    State.INSTALLED: "node {id} is installed; booting from local disk",
+    State.ACTIVE: "node {id} is active; booting from local disk",
+    State.INSTALL_FAILED: "node {id} failed to install: {error}",
+    State.REPROVISION: "node {id} is marked for reprovisioning; waiting for an operator",
+    State.RETIRED: "node {id} is retired",
+}
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    """What a machine told us when it asked what to boot."""
+
+    mac: str
+    peer_ip: str | None = None
+    system_uuid: str | None = None
+    serial_number: str | None = None
+    vendor: str | None = None
+    model: str | None = None
+    hostname: str | None = None
+    arch: str | None = None
+    boot_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class BootSettings:
+    """The configuration the boot decision depends on."""
+
+    server_url: str
+    auto_register: bool
+    workflows: WorkflowStore
+
+
+def answer_boot(session: Session, request: BootRequest, settings: BootSettings, now: datetime):
+    """Return the iPXE script for ``request``, changing the node as its state requires."""
+    node = find_node(session, request.mac)
+    if node is None and not settings.auto_register:
+        return ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
+    if node is not None and not _needs_write(node, request, now):
+        return _local_boot_script(node)
+    with write_transaction(session):
+        node = find_node(session, request.mac, for_update=True)
+        if node is None:
+            node = register_node(session, request, now)
+            return ipxe.registered(node.id, node.mac_address)
+        _record_sighting(node, request, now)
+        if node.state == State.PENDING:
+            return _start_install(session, node, settings, now)
+        return _local_boot_script(node)
+
+
+def _needs_write(node: Node, request: BootRequest, now: datetime) -> bool:
+    return (
+        node.state == State.PENDING
+        or node.last_seen_at is None
+        or now - node.last_seen_at >= SEEN_RESOLUTION
+        or bool(_new_facts(node, request))
+    )
+
+
+def _new_facts(node: Node, request: BootRequest) -> dict[str, str]:
+    """Facts in the request that differ from what the node has stored."""
+    facts = {
+        "ip_address": request.peer_ip,
+        "system_uuid": request.system_uuid,
+        "serial_number": request.serial_number,
+        "vendor": request.vendor,
+        "model": request.model,
+        "arch": request.arch,
+        "boot_mode": request.boot_mode,
+    }
+    return {key: value for key, value in facts.items() if value and getattr(node, key) != value}
+
+
+def _record_sighting(node: Node, request: BootRequest, now: datetime) -> None:
+    for key, value in _new_facts(node, request).items():
+        setattr(node, key, value)
+    if request.hostname and not node.hostname:
+        node.hostname = request.hostname
+    node.last_seen_at = now
+
+
+def register_node(session: Session, request: BootRequest, now: datetime) -> Node:
+    """Create a ``discovered`` node for a machine seen for the first time."""
+    node = Node(
+        mac_address=request.mac,
+        hostname=request.hostname,
+        state=State.DISCOVERED,
+        install_attempts=0,
+        created_at=now,
+        updated_at=now,
+        state_changed_at=now,
+        last_seen_at=now,
+    )
+    _record_sighting(node, request, now)
+    session.add(node)
+    session.flush()
+    session.add(
+        NodeStateLog(
+            node_id=node.id,
+            from_state=None,
+            to_state=State.DISCOVERED,
+            triggered_by=Trigger.BOOT,
+            comment="registered by boot",
+            created_at=now,
+        )
+    )
+    return node
+
+
+def _start_install(session: Session, node: Node, settings: BootSettings, now: datetime) -> str:
+    if not node.workflow_id:
+        return ipxe.wait_and_exit(f"node {node.id} is pending but has no workflow assigned")
+    try:
+        workflow = settings.workflows.load(node.workflow_id)
+        files = boot_files(workflow, boot_variables(node, settings.server_url))
+    except WorkflowError as exc:
+        return ipxe.wait_and_exit(f"workflow {node.workflow_id} cannot be used: {exc}")
+    transition(
+        session,
+        node,
+        State.INSTALLING,
+        triggered_by=Trigger.BOOT,
+        now=now,
+        comment=f"installer served: workflow {workflow.id}",
+        metadata={"workflow_id": workflow.id, "attempt": node.install_attempts + 1},
+    )
+    return ipxe.install(files, workflow.name, node.id)
+
+
+def boot_variables(node: Node, server_url: str) -> dict[str, str]:
+    """The ``${variables}`` a workflow may use, for this node."""
+    return {
+        "server": server_url.rstrip("/"),
+        "node_id": node.id,
+        "mac": node.mac_address,
+        "ip": node.ip_address or "",
+        "hostname": node.hostname or "",
+    }
+
+
+def _local_boot_script(node: Node) -> str:
+    if node.state == State.PENDING:  # only reached when a read found no write necessary
+        return ipxe.local_boot(f"node {node.id} is pending")
+    reason = LOCAL_BOOT_REASONS[State(node.state)]
+    return ipxe.local_boot(reason.format(id=node.id, error=node.last_install_error or "unknown"))

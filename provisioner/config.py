@@ -1,0 +1,142 @@
+"""Configuration: the defaults, and how a TOML file and ``PROVISIONER_*`` variables override them.
+
+Precedence, lowest first: ``DEFAULTS`` → the TOML file (``--config`` / ``PROVISIONER_CONFIG``,
+else ``instance/config.toml`` when present) → ``PROVISIONER_<KEY>`` environment variables →
+the mapping a test passes to ``create_app``. Every value is checked here, so a bad one stops
+start-up with a message naming the key instead of failing later with a traceback.
+"""
+
+import os
+import tomllib
+from collections.abc import Callable
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PROVISIONER_"
+
+
+class ConfigError(Exception):
+    """A configuration file or value is unusable; the message names the key."""
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"1", "true", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _number(kind: type, minimum: float, *, above: bool = False) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a {kind.__name__}")
+        try:
+            number = kind(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a {kind.__name__}") from None
+        if kind is int and not isinstance(value, str) and number != value:
+            raise ValueError("expected a whole number")
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("expected a finite number")
+        if number < minimum or (above and number == minimum):
+            raise ValueError(f"must be {'>' if above else '>='} {minimum:g}")
+        return number
+
+    return parse
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _log_level(value: Any) -> str:
+    level = _text(value).upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+#: Every key, its default and its parser. ``config.example.toml`` documents each one.
+SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "DATABASE_URL": ("sqlite:///provisioner.db", _text),
+    "WORKFLOWS_DIR": ("workflows", _text),
+    "SERVER_URL": ("", _text),
+    "AUTO_REGISTER": (True, _bool),
+    "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),
+    "MAX_INSTALL_ATTEMPTS": (3, _number(int, 1)),
+    "SWEEP_INTERVAL_SECONDS": (60.0, _number(float, 0, above=True)),
+    "TRUSTED_PROXIES": (0, _number(int, 0)),
+    "LOG_LEVEL": ("INFO", _log_level),
+}
+
+DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}
+
+
+def parse_value(key: str, value: Any) -> Any:
+    """Check and convert one setting, raising ``ConfigError`` that names the key."""
+    try:
+        return SETTINGS[key][1](value)
+    except ValueError as exc:
+        raise ConfigError(f"config key {key}: {exc} (got {value!r})") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML config file; unknown or lower-case keys are errors, not silently dropped."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    unknown = sorted(set(data) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key {unknown[0]}")
+    return data
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect ``PROVISIONER_<KEY>`` overrides for known keys."""
+    return {key: environ[ENV_PREFIX + key] for key in SETTINGS if ENV_PREFIX + key in environ}
+
+
+def config_file_path(instance_path: str, environ: Mapping[str, str]) -> Path | None:
+    """The TOML file to read: ``PROVISIONER_CONFIG``, else ``instance/config.toml`` if present."""
+    if environ.get(ENV_PREFIX + "CONFIG"):
+        return Path(environ[ENV_PREFIX + "CONFIG"])
+    default = Path(instance_path) / "config.toml"
+    return default if default.exists() else None
+
+
+def load_settings(
+    instance_path: str,
+    test_config: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Merge defaults, file, environment and test overrides into checked settings."""
+    environ = os.environ if environ is None else environ
+    merged: dict[str, Any] = dict(DEFAULTS)
+    path = config_file_path(instance_path, environ)
+    if path is not None:
+        merged.update(read_toml(path))
+    merged.update(read_environment(environ))
+    extra: dict[str, Any] = {}
+    for key, value in (test_config or {}).items():
+        (merged if key in SETTINGS else extra)[key] = value
+    settings = {key: parse_value(key, value) for key, value in merged.items()}
+    settings["CONFIG_FILE"] = str(path) if path else None
+    return settings | extra
+
+
+def database_uri(url: str, instance_path: str) -> str:
+    """Resolve a relative SQLite path against the instance folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        return prefix + str(Path(instance_path) / url[len(prefix) :])
+    return url

@@ -1,0 +1,29 @@
+"""Request-time accessors the views share: the clock, the workflow store, the server URL."""
+
+from datetime import datetime
+
+from flask import current_app
+from flask import request
+
+from provisioner.timeutil import utcnow
+from provisioner.workflows import WorkflowStore
+
+
+def now() -> datetime:
+    """The current time, from the clock a test may inject as ``CLOCK``."""
+    return current_app.config.get("CLOCK", utcnow)()
+
+
+def workflow_store() -> WorkflowStore:
+    """The app's workflow store."""
+    return current_app.extensions["provisioner.workflows"]
+
+
+def server_url() -> str:
+    """The base URL nodes should use: ``SERVER_URL``, else the one this request came to."""
+    return current_app.config["SERVER_URL"] or request.host_url.rstrip("/")
+
+
+def peer_ip() -> str | None:
+    """The client's address (``TRUSTED_PROXIES`` hops of X-Forwarded-For honoured)."""
+    return request.remote_addr

@@ -1,0 +1,99 @@
+"""Database plumbing: the UTC column type, SQLite connection set-up and write transactions.
+
+SQLite allows one writer at a time. Writers that merely wait on ``busy_timeout`` are served
+unfairly (p99 in seconds under load) and a deferred transaction that reads before it writes
+can fail outright with ``database is locked`` when another connection commits in between.
+So every write transaction on SQLite takes an in-process lock first and starts with
+``BEGIN IMMEDIATE``; other processes sharing the file still queue on the busy timeout.
+PostgreSQL needs neither: row locks (``SELECT ... FOR UPDATE``) and guarded updates do it.
+"""
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextlib import nullcontext
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import scoped_session
+from sqlalchemy.types import TypeDecorator
+
+from provisioner.timeutil import as_utc
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_sqlite_write_lock = threading.Lock()
+_begin_mode = threading.local()
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores naive UTC text, which sorts and compares
+    correctly because every value is UTC. Naive values are refused on the way in so a local
+    time can never slip into the database.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use timeutil.utcnow()")
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
+def configure_engine(engine: Engine) -> None:
+    """Set SQLite pragmas once per connection and let us choose how transactions begin."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the driver so that ``_on_begin`` decides (SQLAlchemy recipe).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        immediate = getattr(_begin_mode, "immediate", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def is_sqlite(session: Session) -> bool:
+    """Tell whether ``session`` talks to SQLite."""
+    return session.get_bind().dialect.name == "sqlite"
+
+
+@contextmanager
+def write_transaction(session: Session | scoped_session[Session]) -> Iterator[Session]:
+    """Run the block as one write transaction: committed at the end, rolled back on error."""
+    if isinstance(session, scoped_session):
+        session = session()
+    if session.in_transaction():
+        # End the read transaction a view may have opened; a write must start fresh.
+        session.commit()
+    sqlite = is_sqlite(session)
+    with _sqlite_write_lock if sqlite else nullcontext():
+        _begin_mode.immediate = sqlite
+        try:
+            with session.begin():
+                yield session
+        finally:
+            _begin_mode.immediate = False

@@ -1,0 +1,69 @@
+"""App-wide error handlers: every failure leaves as JSON with the project's error envelope."""
+
+import logging
+
+from flask import Flask
+from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import Conflict
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import UnprocessableEntity
+
+from provisioner.api import flatten_errors
+from provisioner.extensions import api
+from provisioner.extensions import db
+from provisioner.lifecycle import ConcurrentTransition
+from provisioner.lifecycle import IllegalTransition
+
+log = logging.getLogger(__name__)
+
+
+def _json_error(exc: HTTPException, message: str, **extra: object):
+    exc.data = {"message": message, "extra": extra}  # type: ignore[attr-defined]
+    return api.handle_http_exception(exc)
+
+
+def handle_illegal_transition(exc: IllegalTransition):
+    db.session.rollback()
+    return _json_error(
+        Conflict(),
+        str(exc),
+        current_state=exc.current,
+        requested_state=exc.target,
+        valid_transitions=exc.valid,
+    )
+
+
+def handle_concurrent_transition(exc: ConcurrentTransition):
+    db.session.rollback()
+    return _json_error(Conflict(), f"{exc}; retry the request")
+
+
+def handle_integrity_error(exc: IntegrityError):
+    db.session.rollback()
+    log.info("integrity error: %s", exc.orig)
+    return _json_error(Conflict(), "The change conflicts with existing data")
+
+
+def handle_validation_error(exc: ValidationError):
+    db.session.rollback()
+    error = UnprocessableEntity()
+    error.data = {"errors": flatten_errors(exc.messages)}  # type: ignore[attr-defined]
+    return api.handle_http_exception(error)
+
+
+def handle_database_unavailable(exc: OperationalError):
+    db.session.rollback()
+    log.warning("database unavailable: %s", exc.orig)
+    return _json_error(ServiceUnavailable(), "Database unavailable; retry shortly")
+
+
+def register(app: Flask) -> None:
+    """Install the handlers on ``app``."""
+    app.register_error_handler(IllegalTransition, handle_illegal_transition)
+    app.register_error_handler(ConcurrentTransition, handle_concurrent_transition)
+    app.register_error_handler(IntegrityError, handle_integrity_error)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(OperationalError, handle_database_unavailable)

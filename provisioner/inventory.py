@@ -1,0 +1,133 @@
+"""Operator actions on the node inventory, shared by the API and the CLI.
+
+Each function runs inside the caller's write transaction and leaves committing to it.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.lifecycle import State
+from provisioner.lifecycle import Trigger
+from provisioner.lifecycle import transition
+from provisioner.models import Node
+from provisioner.models import NodeStateLog
+from provisioner.models import NodeTag
+from provisioner.workflows import WorkflowStore
+
+
+class InventoryError(Exception):
+    """An operator request that cannot be carried out; ``field`` names the culprit."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.status = status
+
+
+def check_workflow(workflows: WorkflowStore, workflow_id: str | None) -> None:
+    """Refuse a workflow id that has no file."""
+    if workflow_id is not None and not workflows.exists(workflow_id):
+        raise InventoryError("workflow_id", f"Unknown workflow {workflow_id!r}")
+
+
+def create_node(
+    session: Session, fields: dict[str, Any], workflows: WorkflowStore, now: datetime
+) -> Node:
+    """Register a node by hand; it starts ``discovered``."""
+    check_workflow(workflows, fields.get("workflow_id"))
+    if session.scalar(select(Node.id).where(Node.mac_address == fields["mac_address"])):
+        raise InventoryError(
+            "mac_address", f"A node with MAC {fields['mac_address']} already exists", 409
+        )
+    tags = fields.pop("tags", [])
+    node = Node(
+        **fields,
+        state=State.DISCOVERED,
+        install_attempts=0,
+        created_at=now,
+        updated_at=now,
+        state_changed_at=now,
+    )
+    node.tag_rows = [NodeTag(tag=tag) for tag in sorted(set(tags))]
+    session.add(node)
+    session.flush()
+    session.add(
+        NodeStateLog(
+            node_id=node.id,
+            from_state=None,
+            to_state=State.DISCOVERED,
+            triggered_by=Trigger.ADMIN,
+            comment="registered by operator",
+            created_at=now,
+        )
+    )
+    return node
+
+
+def update_node(node: Node, fields: dict[str, Any], workflows: WorkflowStore) -> Node:
+    """Change a node's descriptive fields (never its state)."""
+    if "workflow_id" in fields:
+        check_workflow(workflows, fields["workflow_id"])
+    for key, value in fields.items():
+        setattr(node, key, value)
+    return node
+
+
+def set_state(
+    session: Session,
+    node: Node,
+    state: str,
+    now: datetime,
+    *,
+    comment: str | None = None,
+    force: bool = False,
+) -> NodeStateLog:
+    """An operator's state change, through the lifecycle rules."""
+    return transition(
+        session, node, state, triggered_by=Trigger.ADMIN, now=now, comment=comment, force=force
+    )
+
+
+def add_tags(node: Node, tags: list[str]) -> None:
+    """Add tags the node does not have yet."""
+    have = set(node.tags)
+    for tag in sorted(set(tags) - have):
+        node.tag_rows.append(NodeTag(tag=tag))
+
+
+def remove_tag(node: Node, tag: str) -> bool:
+    """Remove one tag; tell whether the node had it."""
+    for row in node.tag_rows:
+        if row.tag == tag:
+            node.tag_rows.remove(row)
+            return True
+    return False
+
+
+def list_nodes(
+    session: Session, *, state: str | None, tag: str | None, limit: int, offset: int
+) -> tuple[list[Node], int]:
+    """A page of nodes (oldest first) and the total matching the filters."""
+    query = select(Node)
+    if state:
+        query = query.where(Node.state == state)
+    if tag:
+        query = query.where(Node.id.in_(select(NodeTag.node_id).where(NodeTag.tag == tag)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    page = session.scalars(
+        query.order_by(Node.created_at, Node.id).limit(limit).offset(offset)
+    ).all()
+    return list(page), total
+
+
+def history(session: Session, node: Node) -> list[NodeStateLog]:
+    """The node's state changes, oldest first."""
+    return list(
+        session.scalars(
+            select(NodeStateLog).where(NodeStateLog.node_id == node.id).order_by(NodeStateLog.id)
+        )
+    )

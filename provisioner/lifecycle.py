@@ -1,0 +1,184 @@
+"""The node lifecycle: states, the transition table, ``transition()`` and the failure/retry rule.
+
+Plain functions over a SQLAlchemy session, no Flask: the API, the boot endpoint, node reports
+and the sweeper all move nodes through here, so every change writes its ``NodeStateLog`` row
+in the caller's transaction and no caller can invent a move of its own.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from provisioner.models import Node
+from provisioner.models import NodeStateLog
+
+
+class State(StrEnum):
+    """Where a node is in its life."""
+
+    DISCOVERED = "discovered"
+    PENDING = "pending"
+    INSTALLING = "installing"
+    INSTALLED = "installed"
+    ACTIVE = "active"
+    INSTALL_FAILED = "install_failed"
+    REPROVISION = "reprovision"
+    RETIRED = "retired"
+
+
+class Trigger(StrEnum):
+    """Who or what caused a state change (``NodeStateLog.triggered_by``)."""
+
+    ADMIN = "admin"
+    BOOT = "boot"
+    NODE_REPORT = "node_report"
+    SWEEPER = "sweeper"
+    SYSTEM = "system"
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.DISCOVERED: frozenset({State.PENDING, State.RETIRED}),
+    State.PENDING: frozenset({State.INSTALLING, State.RETIRED}),
+    State.INSTALLING: frozenset(
+        {State.INSTALLED, State.PENDING, State.INSTALL_FAILED, State.RETIRED}
+    ),
+    State.INSTALL_FAILED: frozenset({State.PENDING, State.RETIRED}),
+    State.INSTALLED: frozenset({State.ACTIVE, State.REPROVISION, State.RETIRED}),
+    State.ACTIVE: frozenset({State.REPROVISION, State.RETIRED}),
+    State.REPROVISION: frozenset({State.PENDING, State.RETIRED}),
+    State.RETIRED: frozenset(),
+}
+
+
+class TransitionError(Exception):
+    """Base class for a state change that cannot be made."""
+
+
+class IllegalTransition(TransitionError):
+    """The move is not in the transition table (or leaves ``retired``)."""
+
+    def __init__(self, current: str, target: str) -> None:
+        self.current = current
+        self.target = target
+        self.valid = valid_transitions(current)
+        super().__init__(f"Cannot move node from {current} to {target}")
+
+
+class ConcurrentTransition(TransitionError):
+    """Another request changed the node's state first; nothing was written."""
+
+    def __init__(self, node_id: str, expected: str) -> None:
+        super().__init__(f"Node {node_id} left state {expected} while this change was made")
+
+
+def valid_transitions(state: str) -> list[str]:
+    """The states a node in ``state`` may move to, sorted."""
+    return sorted(TRANSITIONS[State(state)])
+
+
+def check_transition(current: str, target: str, *, force: bool = False) -> None:
+    """Raise ``IllegalTransition`` unless ``current → target`` is allowed."""
+    if current == State.RETIRED or current == target:
+        raise IllegalTransition(current, target)
+    if not force and State(target) not in TRANSITIONS[State(current)]:
+        raise IllegalTransition(current, target)
+
+
+def starts_episode(current: str, target: str, triggered_by: str) -> bool:
+    """An operator sending a node to ``pending`` starts a new provisioning episode.
+
+    Moving an installing node back to pending is a retry within the episode, so the attempt
+    counter is kept there; from every other state it is a fresh start.
+    """
+    return (
+        target == State.PENDING and triggered_by == Trigger.ADMIN and current != State.INSTALLING
+    )
+
+
+def transition(
+    session: Session,
+    node: Node,
+    target: str,
+    *,
+    triggered_by: str,
+    now: datetime,
+    comment: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    force: bool = False,
+) -> NodeStateLog:
+    """Move ``node`` to ``target`` and log it, in the caller's transaction.
+
+    The state column is changed by a guarded ``UPDATE ... WHERE state = <seen state> AND
+    state_changed_at = <seen time>``: if another request moved the node since it was read,
+    no row matches and ``ConcurrentTransition`` is raised, so a move is never applied twice.
+    """
+    current = node.state
+    check_transition(current, target, force=force)
+    if starts_episode(current, target, triggered_by):
+        node.install_attempts = 0
+        node.last_install_error = None
+    session.flush()
+    result = session.execute(
+        update(Node)
+        .where(
+            Node.id == node.id,
+            Node.state == current,
+            Node.state_changed_at == node.state_changed_at,
+        )
+        .values(state=target, state_changed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise ConcurrentTransition(node.id, current)
+    for key, value in (("state", target), ("state_changed_at", now), ("updated_at", now)):
+        set_committed_value(node, key, value)
+    log_metadata = dict(metadata or {})
+    if force and target not in TRANSITIONS[State(current)]:
+        log_metadata["forced"] = True
+    entry = NodeStateLog(
+        node_id=node.id,
+        from_state=current,
+        to_state=target,
+        triggered_by=triggered_by,
+        comment=comment,
+        metadata_=log_metadata or None,
+        created_at=now,
+    )
+    session.add(entry)
+    return entry
+
+
+def record_install_failure(
+    session: Session,
+    node: Node,
+    error: str,
+    *,
+    max_attempts: int,
+    triggered_by: str,
+    now: datetime,
+    metadata: dict[str, Any] | None = None,
+) -> NodeStateLog:
+    """Count a failed install attempt: retry (back to pending) while attempts remain.
+
+    The one rule for a failure, whoever noticed it: a node's report, the sweeper's timeout or
+    a boot past the deadline. Only valid for an installing node.
+    """
+    attempts = node.install_attempts + 1
+    target = State.PENDING if attempts < max_attempts else State.INSTALL_FAILED
+    check_transition(node.state, target)
+    node.install_attempts = attempts
+    node.last_install_error = error
+    comment = f"{error} (attempt {attempts} of {max_attempts})"
+    return transition(
+        session,
+        node,
+        target,
+        triggered_by=triggered_by,
+        now=now,
+        comment=comment,
+        metadata=metadata,
+    )

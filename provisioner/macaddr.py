@@ -1,0 +1,32 @@
+"""MAC address parsing: one canonical form, ``aa:bb:cc:dd:ee:ff``."""
+
+import re
+
+_SEPARATED = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_BARE = re.compile(r"^[0-9a-f]{12}$")
+
+
+class InvalidMac(ValueError):
+    """The text is not a MAC address in an accepted form."""
+
+
+def normalize_mac(text: str) -> str:
+    """Return ``text`` as lower-case colon-separated MAC; accept ``:``, ``-`` or bare hex."""
+    value = text.strip().lower()
+    if _SEPARATED.match(value):
+        return value.replace("-", ":")
+    if _BARE.match(value):
+        return ":".join(value[i : i + 2] for i in range(0, 12, 2))
+    raise InvalidMac(
+        f"Not a valid MAC address: {text[:40]!r} "
+        "(expected aa:bb:cc:dd:ee:ff, aa-bb-cc-dd-ee-ff or aabbccddeeff)"
+    )
+
+
+def looks_like_mac(text: str) -> bool:
+    """Tell whether ``text`` parses as a MAC address."""
+    try:
+        normalize_mac(text)
+    except InvalidMac:
+        return False
+    return True

@@ -1,0 +1,99 @@
+"""The tables: nodes, their tags and their append-only state log. Columns and relations only."""
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlalchemy import ForeignKey
+from sqlalchemy import Index
+from sqlalchemy import Integer
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+from sqlalchemy.orm import relationship
+
+from provisioner.database import UTCDateTime
+from provisioner.extensions import db
+from provisioner.timeutil import utcnow
+
+
+def new_id() -> str:
+    """Return a fresh node id (a UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+class Node(db.Model):
+    """A machine known to the server, identified by its boot MAC address."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    mac_address: Mapped[str] = mapped_column(String(17), unique=True)
+    hostname: Mapped[str | None] = mapped_column(String(253))
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    workflow_id: Mapped[str | None] = mapped_column(String(64))
+    vendor: Mapped[str | None] = mapped_column(String(255))
+    model: Mapped[str | None] = mapped_column(String(255))
+    serial_number: Mapped[str | None] = mapped_column(String(255))
+    system_uuid: Mapped[str | None] = mapped_column(String(36))
+    arch: Mapped[str | None] = mapped_column(String(32))
+    boot_mode: Mapped[str | None] = mapped_column(String(16))
+    install_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_install_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    tag_rows: Mapped[list["NodeTag"]] = relationship(
+        back_populates="node",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+        order_by="NodeTag.tag",
+    )
+    state_logs: Mapped[list["NodeStateLog"]] = relationship(
+        back_populates="node",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="NodeStateLog.id",
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        """The node's tags, sorted."""
+        return [row.tag for row in self.tag_rows]
+
+
+class NodeTag(db.Model):
+    """One tag on one node."""
+
+    __tablename__ = "node_tags"
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(50), primary_key=True, index=True)
+
+    node: Mapped[Node] = relationship(back_populates="tag_rows")
+
+
+class NodeStateLog(db.Model):
+    """One state change of a node: who moved it, from where to where, and why."""
+
+    __tablename__ = "node_state_logs"
+    __table_args__ = (Index("ix_node_state_logs_node_id_id", "node_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    triggered_by: Mapped[str] = mapped_column(String(20))
+    comment: Mapped[str | None] = mapped_column(Text)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    node: Mapped[Node] = relationship(back_populates="state_logs")

@@ -1,0 +1,87 @@
+"""Shared fixtures: an app on a fresh SQLite file, its client, its CLI runner and a clock."""
+
+import os
+from collections.abc import Iterator
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask.testing import FlaskCliRunner
+
+from provisioner import create_app
+from provisioner.extensions import db
+from provisioner.serve import upgrade_database
+
+EXAMPLE_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+
+
+class FakeClock:
+    """A clock tests move by hand; starts at a fixed aware UTC instant."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)) -> None:
+        self.current = start
+
+    def __call__(self) -> datetime:
+        return self.current
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.current += timedelta(**kwargs)
+        return self.current
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def workflows_dir(tmp_path: Path) -> Path:
+    """A workflows directory holding one simple workflow, ``test-os``."""
+    directory = tmp_path / "workflows"
+    directory.mkdir()
+    (directory / "test-os.yaml").write_text(
+        "id: test-os\n"
+        "name: Test OS\n"
+        "kernel_path: ${server}/files/vmlinuz\n"
+        "initrd_path: http://mirror.example/initrd.gz\n"
+        "cmdline: console=ttyS0 node=${node_id} mac=${mac} host=${hostname}\n"
+    )
+    return directory
+
+
+@pytest.fixture
+def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock) -> dict:
+    """The settings ``app`` is built with; a test may change them before using ``app``."""
+    return {
+        "TESTING": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'provisioner.db'}",
+        "WORKFLOWS_DIR": str(workflows_dir),
+        "SERVER_URL": "http://prov.test:8080",
+        "CLOCK": clock,
+    }
+
+
+@pytest.fixture
+def app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+    """The application on a migrated, empty SQLite file."""
+    for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
+        monkeypatch.delenv(name)
+    application = create_app(app_config)
+    upgrade_database(application)
+    yield application
+    with application.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
