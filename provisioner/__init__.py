@@ -13,6 +13,7 @@ from provisioner import config
 from provisioner import errors
 from provisioner.boot.views import bp as boot_bp
 from provisioner.database import configure_engine
+from provisioner.events_api.views import bp as events_bp
 from provisioner.extensions import api
 from provisioner.extensions import db
 from provisioner.extensions import migrate
@@ -74,7 +75,7 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the node, boot and event APIs."""
-    for blueprint in (nodes_bp, boot_bp):
+    for blueprint in (nodes_bp, boot_bp, events_bp):
         api.register_blueprint(blueprint)
 
 

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from provisioner import ipxe
 from provisioner.database import write_transaction
+from provisioner.events import EventType
+from provisioner.events import record_event
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import transition
@@ -135,6 +137,15 @@ def register_node(session: Session, request: BootRequest, now: datetime) -> Node
             comment="registered by boot",
             created_at=now,
         )
+    )
+    record_event(
+        session,
+        node,
+        EventType.DISCOVERED,
+        now=now,
+        message="registered by boot",
+        ip_address=request.peer_ip,
+        effect="registered as discovered",
     )
     return node
 

@@ -54,6 +54,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+#: Entering these states sets the node's install progress: a new attempt starts from 0.
+INSTALL_PROGRESS_ON_ENTRY: dict[State, int] = {State.INSTALLING: 0, State.INSTALLED: 100}
+
+
 class TransitionError(Exception):
     """Base class for a state change that cannot be made."""
 
@@ -121,6 +125,8 @@ def transition(
     if starts_episode(current, target, triggered_by):
         node.install_attempts = 0
         node.last_install_error = None
+    if target in INSTALL_PROGRESS_ON_ENTRY:
+        node.progress = INSTALL_PROGRESS_ON_ENTRY[State(target)]
     session.flush()
     result = session.execute(
         update(Node)

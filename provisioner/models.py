@@ -1,4 +1,4 @@
-"""The tables: nodes, their tags and their append-only state log. Columns and relations only."""
+"""The tables: nodes, their tags, their state log and event log. Columns and relations only."""
 
 import uuid
 from datetime import datetime
@@ -10,7 +10,9 @@ from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
 from sqlalchemy import Text
+from sqlalchemy import UniqueConstraint
 from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import WriteOnlyMapped
 from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import relationship
 
@@ -47,6 +49,10 @@ class Node(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    last_event_type: Mapped[str | None] = mapped_column(String(32))
+    last_event_status: Mapped[str | None] = mapped_column(String(16))
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tag_rows: Mapped[list["NodeTag"]] = relationship(
         back_populates="node",
@@ -62,10 +68,29 @@ class Node(db.Model):
         order_by="NodeStateLog.id",
     )
 
+    # Write-only: a node may have thousands of events; they are queried, never loaded whole.
+    events: WriteOnlyMapped["NodeEvent"] = relationship(
+        back_populates="node",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="NodeEvent.id",
+    )
+
     @property
     def tags(self) -> list[str]:
         """The node's tags, sorted."""
         return [row.tag for row in self.tag_rows]
+
+    @property
+    def last_event(self) -> dict[str, Any] | None:
+        """Type, status and time of the newest event, kept on the node for cheap listing."""
+        if self.last_event_type is None:
+            return None
+        return {
+            "type": self.last_event_type,
+            "status": self.last_event_status,
+            "at": self.last_event_at,
+        }
 
 
 class NodeTag(db.Model):
@@ -97,3 +122,32 @@ class NodeStateLog(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     node: Mapped[Node] = relationship(back_populates="state_logs")
+
+
+class NodeEvent(db.Model):
+    """One lifecycle signal, append-only: what a node (or the server about it) reported.
+
+    ``id`` increases with every insert, so it breaks ties between equal ``created_at`` values
+    and serves as the cursor of the event stream.
+    """
+
+    __tablename__ = "node_events"
+    __table_args__ = (
+        UniqueConstraint("node_id", "client_event_id", name="uq_node_events_client_event_id"),
+        Index("ix_node_events_node_id_created_at", "node_id", "created_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str | None] = mapped_column(Text)
+    progress: Mapped[int | None] = mapped_column(Integer)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    effect: Mapped[str | None] = mapped_column(String(255))
+    client_event_id: Mapped[str | None] = mapped_column(String(128))
+    response: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    node: Mapped[Node] = relationship(back_populates="events")

@@ -1,5 +1,6 @@
 """marshmallow schemas for request and response bodies; request validation lives here."""
 
+import json
 import re
 from typing import Any
 
@@ -11,6 +12,10 @@ from marshmallow import pre_load
 from marshmallow import validate
 from marshmallow import validates
 
+from provisioner.events import ALL_TYPES
+from provisioner.events import LEGACY_STATUS
+from provisioner.events import REPORTED_TYPES
+from provisioner.events import EventStatus
 from provisioner.lifecycle import State
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
@@ -78,6 +83,12 @@ class NodeUpdateSchema(HardwareFields):
     boot_mode = fields.String(validate=validate.OneOf(["bios", "uefi"]), allow_none=True)
 
 
+class LastEventSchema(Schema):
+    type = fields.String()
+    status = fields.String()
+    at = fields.AwareDateTime()
+
+
 class NodeSchema(Schema):
     id = fields.String()
     mac_address = fields.String()
@@ -98,6 +109,8 @@ class NodeSchema(Schema):
     updated_at = fields.AwareDateTime()
     last_seen_at = fields.AwareDateTime(allow_none=True)
     state_changed_at = fields.AwareDateTime()
+    progress = fields.Integer(allow_none=True)
+    last_event = fields.Nested(LastEventSchema, allow_none=True)
 
 
 class NodeListQuerySchema(Schema):
@@ -134,6 +147,74 @@ class TagsSchema(Schema):
     def _unique(self, value: list[str], **kwargs: Any) -> None:
         if len(set(value)) != len(value):
             raise ValidationError("Tags must not repeat.")
+
+
+# -- events -------------------------------------------------------------------------------
+
+METADATA_MAX_BYTES = 16 * 1024
+PERCENT = validate.Range(min=0, max=100)
+
+
+class ReportSchema(HardwareFields):
+    """``POST /api/v1/report``: the node-facing contract. Unknown fields are ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    mac_address = MacAddress(required=True)
+    event = fields.String(validate=validate.OneOf(REPORTED_TYPES), allow_none=True)
+    status = fields.String(validate=validate.OneOf(list(EventStatus)), allow_none=True)
+    message = text(4096, allow_none=True)
+    progress = fields.Integer(validate=PERCENT, allow_none=True)
+    event_metadata = fields.Dict(keys=fields.String(), allow_none=True)
+    event_id = fields.String(validate=validate.Length(min=1, max=128), allow_none=True)
+    installation_status = fields.String(
+        validate=validate.OneOf(list(LEGACY_STATUS)), allow_none=True
+    )
+    installation_progress = fields.Integer(validate=PERCENT, allow_none=True)
+    installation_error = text(4096, allow_none=True)
+
+    @validates("event_metadata")
+    def _bounded(self, value: dict[str, Any] | None, **kwargs: Any) -> None:
+        if value is not None and len(json.dumps(value)) > METADATA_MAX_BYTES:
+            raise ValidationError(f"Must be at most {METADATA_MAX_BYTES} bytes as JSON.")
+
+
+class EventSchema(Schema):
+    id = fields.Integer()
+    node_id = fields.String()
+    event_type = fields.String(metadata={"enum": ALL_TYPES})
+    status = fields.String()
+    message = fields.String(allow_none=True)
+    progress = fields.Integer(allow_none=True)
+    metadata = fields.Dict(attribute="metadata_", allow_none=True)
+    ip_address = fields.String(allow_none=True)
+    effect = fields.String(allow_none=True)
+    event_id = fields.String(attribute="client_event_id", allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class NodeEventsQuerySchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    offset = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10_000_000))
+    event_type = fields.String(validate=validate.OneOf(ALL_TYPES))
+
+
+class EventStreamQuerySchema(Schema):
+    since = fields.Integer(
+        load_default=0,
+        validate=validate.Range(min=0, max=2**62),
+        metadata={"description": "Cursor: the `next_cursor` of the previous page (0: start)"},
+    )
+    event_type = fields.String(validate=validate.OneOf(ALL_TYPES))
+    node = fields.String(metadata={"description": "Node id or MAC address"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class EventStreamSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    data = fields.List(fields.Nested(EventSchema))
+    next_cursor = fields.Integer()
 
 
 # -- workflows ----------------------------------------------------------------------------
@@ -201,6 +282,7 @@ NodeListEnvelope = list_envelope(NodeSchema, "NodeListEnvelope")
 StateLogListEnvelope = list_envelope(StateLogSchema, "StateLogListEnvelope")
 WorkflowEnvelope = envelope(WorkflowOutSchema, "WorkflowEnvelope")
 WorkflowListEnvelope = list_envelope(WorkflowOutSchema, "WorkflowListEnvelope")
+EventListEnvelope = list_envelope(EventSchema, "EventListEnvelope")
 
 
 class MessageSchema(Schema):

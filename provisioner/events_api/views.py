@@ -1,0 +1,99 @@
+"""Node reports (``POST /api/v1/report``) and the events API."""
+
+from typing import Any
+
+from flask import current_app
+from flask import jsonify
+
+from provisioner import eventlog
+from provisioner.api import Blueprint
+from provisioner.api import fail
+from provisioner.context import now
+from provisioner.context import peer_ip
+from provisioner.database import write_transaction
+from provisioner.events import apply_report
+from provisioner.events import find_replayed
+from provisioner.events import report_from_body
+from provisioner.extensions import db
+from provisioner.nodes.views import get_node_or_404
+from provisioner.nodes_repo import find_by_ref
+from provisioner.nodes_repo import find_node
+from provisioner.schemas import EventListEnvelope
+from provisioner.schemas import EventStreamQuerySchema
+from provisioner.schemas import EventStreamSchema
+from provisioner.schemas import NodeEnvelope
+from provisioner.schemas import NodeEventsQuerySchema
+from provisioner.schemas import NodeSchema
+from provisioner.schemas import ReportSchema
+
+bp = Blueprint("events", __name__, description="Node reports and the event log")
+
+
+@bp.route("/api/v1/report", methods=["POST"])
+@bp.arguments(ReportSchema)
+@bp.response(200, NodeEnvelope)
+@bp.alt_response(404, description="No node has this MAC address")
+def report(body: dict[str, Any]):
+    """Record what an installer or a booted node reports, and move the node accordingly.
+
+    A report that does not fit the node's state is still recorded (its ``effect`` says it was
+    ignored) and answered 200, so installers never retry it. A repeated ``event_id`` returns
+    the first response again and writes nothing.
+    """
+    node_report = report_from_body(body)
+    with write_transaction(db.session):
+        node = find_node(db.session, body["mac_address"], for_update=True)
+        if node is None:
+            fail(404, f"No node with MAC address {body['mac_address']}")
+        replayed = find_replayed(db.session, node, node_report.client_event_id)
+        if replayed is not None:
+            return jsonify(replayed.response)
+        outcome = apply_report(
+            db.session,
+            node,
+            node_report,
+            peer_ip=peer_ip(),
+            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
+            now=now(),
+        )
+        response = {"success": True, "data": NodeSchema().dump(node), "message": outcome.message}
+        if outcome.event is not None and node_report.client_event_id is not None:
+            outcome.event.response = response
+    return jsonify(response)
+
+
+@bp.route("/api/v1/nodes/<ref>/events")
+@bp.arguments(NodeEventsQuerySchema, location="query")
+@bp.response(200, EventListEnvelope)
+def node_events(args: dict[str, Any], ref: str):
+    """A node's events, newest first."""
+    node = get_node_or_404(ref)
+    page, total = eventlog.node_events(
+        db.session,
+        node.id,
+        event_type=args.get("event_type"),
+        limit=args["limit"],
+        offset=args["offset"],
+    )
+    return {"success": True, "data": page, "total": total}
+
+
+@bp.route("/api/v1/events")
+@bp.arguments(EventStreamQuerySchema, location="query")
+@bp.response(200, EventStreamSchema)
+def event_stream(args: dict[str, Any]):
+    """Events across all nodes after a cursor, oldest first; follow with ``next_cursor``."""
+    node_id = None
+    if args.get("node"):
+        node = find_by_ref(db.session, args["node"])
+        if node is None:
+            fail(404, f"Node {args['node'][:80]!r} not found")
+        node_id = node.id
+    page, cursor = eventlog.event_stream(
+        db.session,
+        since=args["since"],
+        event_type=args.get("event_type"),
+        node_id=node_id,
+        limit=args["limit"],
+    )
+    return {"success": True, "data": page, "next_cursor": cursor}
