@@ -11,12 +11,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from provisioner import cli
 from provisioner import config
 from provisioner import errors
+from provisioner import scheduler
 from provisioner.boot.views import bp as boot_bp
 from provisioner.database import configure_engine
 from provisioner.events_api.views import bp as events_bp
 from provisioner.extensions import api
 from provisioner.extensions import db
 from provisioner.extensions import migrate
+from provisioner.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
 from provisioner.nodes.views import bp as nodes_bp
 from provisioner.workflows import WorkflowStore
 
@@ -24,7 +26,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the application: config, extensions, blueprints, errors and CLI commands.
+    """Build the application: config, extensions, blueprints, errors, CLI and scheduler jobs.
 
     Building never starts the scheduler: that is ``provisioner serve``'s and ``wsgi.py``'s job,
     because the factory also runs for every CLI command and every test.
@@ -71,6 +73,7 @@ def init_extensions(app: Flask) -> None:
     with app.app_context():
         configure_engine(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))
+    app.extensions[scheduler.EXTENSION_KEY] = scheduler.build_scheduler(app)
 
 
 def register_blueprints(app: Flask) -> None:

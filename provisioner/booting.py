@@ -22,6 +22,9 @@ from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.nodes_repo import find_node
+from provisioner.sweeper import StallRules
+from provisioner.sweeper import handle_stall
+from provisioner.sweeper import stall_of
 from provisioner.workflows import WorkflowError
 from provisioner.workflows import WorkflowStore
 from provisioner.workflows import boot_files
@@ -62,6 +65,7 @@ class BootSettings:
     server_url: str
     auto_register: bool
     workflows: WorkflowStore
+    rules: StallRules
 
 
 def answer_boot(session: Session, request: BootRequest, settings: BootSettings, now: datetime):
@@ -69,7 +73,7 @@ def answer_boot(session: Session, request: BootRequest, settings: BootSettings, 
     node = find_node(session, request.mac)
     if node is None and not settings.auto_register:
         return ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
-    if node is not None and not _needs_write(node, request, now):
+    if node is not None and not _needs_write(node, request, settings, now):
         return _local_boot_script(node)
     with write_transaction(session):
         node = find_node(session, request.mac, for_update=True)
@@ -77,14 +81,25 @@ def answer_boot(session: Session, request: BootRequest, settings: BootSettings, 
             node = register_node(session, request, now)
             return ipxe.registered(node.id, node.mac_address)
         _record_sighting(node, request, now)
+        stall = stall_of(node, settings.rules, now)
+        if stall is not None:
+            handle_stall(
+                session, node, stall, rules=settings.rules, triggered_by=Trigger.BOOT, now=now
+            )
         if node.state == State.PENDING:
             return _start_install(session, node, settings, now)
+        if stall is not None:
+            return ipxe.wait_and_exit(
+                f"node {node.id} install failed after {node.install_attempts} attempts: "
+                f"{node.last_install_error}"
+            )
         return _local_boot_script(node)
 
 
-def _needs_write(node: Node, request: BootRequest, now: datetime) -> bool:
+def _needs_write(node: Node, request: BootRequest, settings: BootSettings, now: datetime) -> bool:
     return (
         node.state == State.PENDING
+        or stall_of(node, settings.rules, now) is not None
         or node.last_seen_at is None
         or now - node.last_seen_at >= SEEN_RESOLUTION
         or bool(_new_facts(node, request))
@@ -111,6 +126,7 @@ def _record_sighting(node: Node, request: BootRequest, now: datetime) -> None:
     if request.hostname and not node.hostname:
         node.hostname = request.hostname
     node.last_seen_at = now
+    node.updated_at = now
 
 
 def register_node(session: Session, request: BootRequest, now: datetime) -> Node:

@@ -23,9 +23,13 @@ from provisioner.lifecycle import TransitionError
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
 from provisioner.nodes_repo import find_by_ref
+from provisioner.retention import prune_events
 from provisioner.schemas import NodeSchema
 from provisioner.schemas import StateLogSchema
+from provisioner.serve import ServeError
 from provisioner.serve import serve
+from provisioner.sweeper import StallRules
+from provisioner.sweeper import sweep_stalled_installs
 from provisioner.timeutil import utcnow
 
 
@@ -184,10 +188,36 @@ def workflows_check() -> None:
         sys.exit(1)
 
 
+@click.command("sweep")
+@with_appcontext
+def sweep_command() -> None:
+    """Time out stalled installs once (what the scheduler does every interval)."""
+    result = sweep_stalled_installs(
+        db.session, StallRules.from_config(current_app.config), utcnow()
+    )
+    click.echo(
+        f"timed out {result.timed_out} stalled install(s): "
+        f"{result.retried} back to pending, {result.failed} install_failed"
+    )
+
+
+@click.command("prune")
+@with_appcontext
+def prune_command() -> None:
+    """Apply the event retention rules once (what the daily job does)."""
+    result = prune_events(
+        db.session,
+        retention_days=current_app.config["EVENT_RETENTION_DAYS"],
+        heartbeat_keep=current_app.config["HEARTBEAT_KEEP_PER_NODE"],
+        now=utcnow(),
+    )
+    click.echo(f"deleted {result.expired} expired event(s), {result.heartbeats} heartbeat(s)")
+
+
 def register(app: Flask) -> None:
     """Attach the commands that need an app to ``app.cli``."""
-    app.cli.add_command(nodes_group)
-    app.cli.add_command(workflows_group)
+    for command in (nodes_group, workflows_group, sweep_command, prune_command):
+        app.cli.add_command(command)
 
 
 @click.command("serve")
@@ -199,7 +229,10 @@ def register(app: Flask) -> None:
 )
 def serve_command(host: str, port: int, threads: int) -> None:
     """Migrate the database, start the scheduler and serve with waitress."""
-    serve(load_app(), host=host, port=port, threads=threads)
+    try:
+        serve(load_app(), host=host, port=port, threads=threads)
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 main = FlaskGroup(

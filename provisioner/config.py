@@ -71,6 +71,10 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),
     "MAX_INSTALL_ATTEMPTS": (3, _number(int, 1)),
     "SWEEP_INTERVAL_SECONDS": (60.0, _number(float, 0, above=True)),
+    "INSTALL_SILENCE_MINUTES": (0.0, _number(float, 0)),
+    "FIRST_BOOT_TIMEOUT_MINUTES": (0.0, _number(float, 0)),
+    "EVENT_RETENTION_DAYS": (90.0, _number(float, 0)),
+    "HEARTBEAT_KEEP_PER_NODE": (100, _number(int, 0)),
     "TRUSTED_PROXIES": (0, _number(int, 0)),
     "LOG_LEVEL": ("INFO", _log_level),
 }

@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import Conflict
 from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import InternalServerError
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.exceptions import UnprocessableEntity
 
@@ -54,10 +55,24 @@ def handle_validation_error(exc: ValidationError):
     return api.handle_http_exception(error)
 
 
-def handle_database_unavailable(exc: OperationalError):
+#: Words in driver errors that mean "the database cannot be reached or is busy", as opposed
+#: to a bug such as a missing column, which must surface as a 500 and not invite retries.
+_UNAVAILABLE_HINTS = ("locked", "busy", "connect", "connection", "timeout", "terminat", "closed")
+
+
+def is_unavailable(exc: OperationalError) -> bool:
+    """Tell whether ``exc`` says the database is unreachable or busy (worth a retry)."""
+    text = str(exc.orig).lower()
+    return exc.connection_invalidated or any(hint in text for hint in _UNAVAILABLE_HINTS)
+
+
+def handle_operational_error(exc: OperationalError):
     db.session.rollback()
-    log.warning("database unavailable: %s", exc.orig)
-    return _json_error(ServiceUnavailable(), "Database unavailable; retry shortly")
+    if is_unavailable(exc):
+        log.warning("database unavailable: %s", exc.orig)
+        return _json_error(ServiceUnavailable(), "Database unavailable; retry shortly")
+    log.error("database error", exc_info=exc)
+    return _json_error(InternalServerError(), "Internal server error")
 
 
 def register(app: Flask) -> None:
@@ -66,4 +81,4 @@ def register(app: Flask) -> None:
     app.register_error_handler(ConcurrentTransition, handle_concurrent_transition)
     app.register_error_handler(IntegrityError, handle_integrity_error)
     app.register_error_handler(ValidationError, handle_validation_error)
-    app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(OperationalError, handle_operational_error)

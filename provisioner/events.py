@@ -259,6 +259,7 @@ def apply_report(
     for key, value in report.hardware.items():
         setattr(node, key, value)
     node.last_seen_at = now
+    node.updated_at = now
     if report.event_type is None:
         return Outcome("", "Status reported successfully")
     handler: Callable[[Report], Outcome] = getattr(

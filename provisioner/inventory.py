@@ -68,12 +68,15 @@ def create_node(
     return node
 
 
-def update_node(node: Node, fields: dict[str, Any], workflows: WorkflowStore) -> Node:
+def update_node(
+    node: Node, fields: dict[str, Any], workflows: WorkflowStore, now: datetime
+) -> Node:
     """Change a node's descriptive fields (never its state)."""
     if "workflow_id" in fields:
         check_workflow(workflows, fields["workflow_id"])
     for key, value in fields.items():
         setattr(node, key, value)
+    node.updated_at = now
     return node
 
 

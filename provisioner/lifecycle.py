@@ -30,6 +30,9 @@ class State(StrEnum):
     RETIRED = "retired"
 
 
+STATE_NAMES = [state.value for state in State]
+
+
 class Trigger(StrEnum):
     """Who or what caused a state change (``NodeStateLog.triggered_by``)."""
 
@@ -72,6 +75,10 @@ class IllegalTransition(TransitionError):
         super().__init__(f"Cannot move node from {current} to {target}")
 
 
+#: States in which a provisioning episode is still open (not completed, not abandoned).
+OPEN_EPISODE_STATES = frozenset({State.PENDING, State.INSTALLING, State.INSTALL_FAILED})
+
+
 class ConcurrentTransition(TransitionError):
     """Another request changed the node's state first; nothing was written."""
 
@@ -86,6 +93,8 @@ def valid_transitions(state: str) -> list[str]:
 
 def check_transition(current: str, target: str, *, force: bool = False) -> None:
     """Raise ``IllegalTransition`` unless ``current → target`` is allowed."""
+    if target not in STATE_NAMES:
+        raise ValueError(f"Unknown state {target!r} (states: {', '.join(STATE_NAMES)})")
     if current == State.RETIRED or current == target:
         raise IllegalTransition(current, target)
     if not force and State(target) not in TRANSITIONS[State(current)]:
@@ -124,7 +133,9 @@ def transition(
     check_transition(current, target, force=force)
     if starts_episode(current, target, triggered_by):
         node.install_attempts = 0
+        node.install_timeouts = 0
         node.last_install_error = None
+        node.episode_started_at = now
     if target in INSTALL_PROGRESS_ON_ENTRY:
         node.progress = INSTALL_PROGRESS_ON_ENTRY[State(target)]
     session.flush()
@@ -175,7 +186,8 @@ def record_install_failure(
     """
     attempts = node.install_attempts + 1
     target = State.PENDING if attempts < max_attempts else State.INSTALL_FAILED
-    check_transition(node.state, target)
+    if node.state != State.INSTALLING:
+        raise IllegalTransition(node.state, target)
     node.install_attempts = attempts
     node.last_install_error = error
     comment = f"{error} (attempt {attempts} of {max_attempts})"

@@ -31,11 +31,14 @@ class Node(db.Model):
 
     __tablename__ = "nodes"
 
+    __table_args__ = (Index("ix_nodes_state_changed", "state", "state_changed_at"),)
+
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     mac_address: Mapped[str] = mapped_column(String(17), unique=True)
     hostname: Mapped[str | None] = mapped_column(String(253))
     ip_address: Mapped[str | None] = mapped_column(String(45))
-    state: Mapped[str] = mapped_column(String(20), index=True)
+    # (state, state_changed_at) serves the sweeper's "installing since before X" scan.
+    state: Mapped[str] = mapped_column(String(20))
     workflow_id: Mapped[str | None] = mapped_column(String(64))
     vendor: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(255))
@@ -44,6 +47,8 @@ class Node(db.Model):
     arch: Mapped[str | None] = mapped_column(String(32))
     boot_mode: Mapped[str | None] = mapped_column(String(16))
     install_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    install_timeouts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    episode_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_install_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -79,7 +84,7 @@ class Node(db.Model):
     @property
     def tags(self) -> list[str]:
         """The node's tags, sorted."""
-        return [row.tag for row in self.tag_rows]
+        return sorted(row.tag for row in self.tag_rows)
 
     @property
     def last_event(self) -> dict[str, Any] | None:
@@ -135,6 +140,8 @@ class NodeEvent(db.Model):
     __table_args__ = (
         UniqueConstraint("node_id", "client_event_id", name="uq_node_events_client_event_id"),
         Index("ix_node_events_node_id_created_at", "node_id", "created_at", "id"),
+        # Never reuse the id of a deleted newest event: the id is the stream cursor.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -40,6 +40,13 @@ class MacAddress(fields.String):
             raise ValidationError(str(exc)) from None
 
 
+class IPAddress(fields.IP):
+    """An IPv4 or IPv6 address, loaded as its canonical text."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return str(super()._deserialize(value, attr, data, **kwargs))
+
+
 class Hostname(fields.String):
     """An RFC 1123 host name."""
 
@@ -62,7 +69,7 @@ class HardwareFields(Schema):
     """Hardware and network facts a node or operator may supply."""
 
     hostname = Hostname(allow_none=True)
-    ip_address = fields.IP(allow_none=True)
+    ip_address = IPAddress(allow_none=True)
     vendor = text(255, allow_none=True)
     model = text(255, allow_none=True)
     serial_number = text(255, allow_none=True)
@@ -215,6 +222,28 @@ class EventStreamSchema(Schema):
     success = fields.Boolean(dump_default=True)
     data = fields.List(fields.Nested(EventSchema))
     next_cursor = fields.Integer()
+
+
+class StalledNodeSchema(NodeSchema):
+    reason = fields.String(
+        metadata={"enum": ["install_timeout", "install_silence", "no_first_boot"]}
+    )
+    stalled_since = fields.AwareDateTime()
+    elapsed_seconds = fields.Float()
+    timeouts = fields.Integer(metadata={"description": "Timeouts in this provisioning episode"})
+    max_install_attempts = fields.Integer()
+
+
+class StalledFeedSchema(Schema):
+    success = fields.Boolean(dump_default=True)
+    data = fields.List(fields.Nested(StalledNodeSchema))
+    total = fields.Integer()
+    generated_at = fields.AwareDateTime()
+    timeout_minutes = fields.Float()
+
+
+class StalledQuerySchema(Schema):
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=10_000))
 
 
 # -- workflows ----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 
 from provisioner.extensions import db
+from provisioner.scheduler import start_scheduler
+from provisioner.scheduler import stop_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +21,10 @@ log = logging.getLogger(__name__)
 CONNECTION_LIMIT = 32
 #: Boot and report clients send small requests quickly; idle connections are dropped soon.
 CHANNEL_TIMEOUT_SECONDS = 15
+
+
+class ServeError(Exception):
+    """The server cannot start (for example, the port is taken)."""
 
 
 def upgrade_database(app: Flask) -> None:
@@ -51,6 +57,7 @@ def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
         flush=True,
     )
     _stop_on_sigterm()
+    start_scheduler(app)
     try:
         waitress.serve(
             app,
@@ -63,7 +70,10 @@ def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
         )
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     finally:
+        stop_scheduler(app)
         with app.app_context():
             db.engine.dispose()
         log.info("provisioner: stopped")

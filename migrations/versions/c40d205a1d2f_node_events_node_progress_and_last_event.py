@@ -35,7 +35,8 @@ def upgrade():
     sa.Column('created_at', provisioner.database.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('node_id', 'client_event_id', name='uq_node_events_client_event_id')
+    sa.UniqueConstraint('node_id', 'client_event_id', name='uq_node_events_client_event_id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('node_events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_node_events_event_type'), ['event_type'], unique=False)

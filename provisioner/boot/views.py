@@ -16,6 +16,7 @@ from provisioner.context import server_url
 from provisioner.context import workflow_store
 from provisioner.extensions import db
 from provisioner.schemas import BootQuerySchema
+from provisioner.sweeper import StallRules
 
 bp = Blueprint("boot", __name__, description="iPXE boot scripts (node-facing)")
 
@@ -77,6 +78,7 @@ def boot():
         server_url=server_url(),
         auto_register=current_app.config["AUTO_REGISTER"],
         workflows=workflow_store(),
+        rules=StallRules.from_config(current_app.config),
     )
     return script_response(answer_boot(db.session, boot_request, settings, now()))
 

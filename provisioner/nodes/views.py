@@ -90,7 +90,7 @@ class NodeItem(MethodView):
         try:
             with write_transaction(db.session):
                 node = get_node_or_404(ref, for_update=True)
-                inventory.update_node(node, fields, workflow_store())
+                inventory.update_node(node, fields, workflow_store(), now())
         except InventoryError as exc:
             inventory_error(exc)
         return ok(node, "Node updated")

@@ -1,0 +1,97 @@
+"""Pruning the event log: old events, and heartbeats beyond a per-node allowance.
+
+Events of a provisioning episode still under way (the node pending, installing or
+install_failed) are never deleted, whatever their age: they explain what is happening now.
+Deletes run in bounded batches, each its own short write transaction.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+
+from sqlalchemy import and_
+from sqlalchemy import delete
+from sqlalchemy import func
+from sqlalchemy import not_
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.database import write_transaction
+from provisioner.events import EventType
+from provisioner.lifecycle import OPEN_EPISODE_STATES
+from provisioner.models import Node
+from provisioner.models import NodeEvent
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 5000
+
+
+@dataclass
+class PruneResult:
+    expired: int = 0
+    heartbeats: int = 0
+
+
+def _protected():
+    """Events of an open provisioning episode."""
+    return (
+        select(NodeEvent.id)
+        .join(Node, Node.id == NodeEvent.node_id)
+        .where(
+            Node.state.in_(OPEN_EPISODE_STATES),
+            Node.episode_started_at.is_not(None),
+            NodeEvent.created_at >= Node.episode_started_at,
+        )
+    )
+
+
+def _delete_in_batches(session: Session, candidates) -> int:
+    deleted = 0
+    while True:
+        with write_transaction(session):
+            ids = session.scalars(candidates.limit(BATCH_SIZE)).all()
+            if ids:
+                session.execute(delete(NodeEvent).where(NodeEvent.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < BATCH_SIZE:
+            return deleted
+
+
+def _expired(retention_days: float, now: datetime):
+    cutoff = now - timedelta(days=retention_days)
+    return select(NodeEvent.id).where(
+        NodeEvent.created_at < cutoff, not_(NodeEvent.id.in_(_protected()))
+    )
+
+
+def _surplus_heartbeats(keep: int):
+    ranked = select(
+        NodeEvent.id,
+        func.row_number()
+        .over(partition_by=NodeEvent.node_id, order_by=NodeEvent.id.desc())
+        .label("rank"),
+    ).where(NodeEvent.event_type == EventType.HEARTBEAT)
+    ranked = ranked.subquery()
+    return select(ranked.c.id).where(
+        and_(ranked.c.rank > keep, not_(ranked.c.id.in_(_protected())))
+    )
+
+
+def prune_events(
+    session: Session, *, retention_days: float, heartbeat_keep: int, now: datetime
+) -> PruneResult:
+    """Apply both retention rules once."""
+    result = PruneResult()
+    if retention_days > 0:
+        result.expired = _delete_in_batches(session, _expired(retention_days, now))
+    if heartbeat_keep > 0:
+        result.heartbeats = _delete_in_batches(session, _surplus_heartbeats(heartbeat_keep))
+    if result.expired or result.heartbeats:
+        log.info(
+            "prune: deleted %d expired event(s) and %d surplus heartbeat(s)",
+            result.expired,
+            result.heartbeats,
+        )
+    return result

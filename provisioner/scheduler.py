@@ -1,0 +1,91 @@
+"""The in-process APScheduler 3 jobs: the stalled-install sweep and daily event pruning.
+
+``create_app`` builds the scheduler with its jobs but never starts it: only ``provisioner
+serve`` and ``wsgi.py`` do, because the factory also runs for CLI commands and tests. Every
+instance of a multi-instance deployment runs the jobs; the sweep's guarded updates make each
+timeout count once.
+"""
+
+import logging
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from flask import Flask
+
+from provisioner.extensions import db
+from provisioner.retention import prune_events
+from provisioner.sweeper import StallRules
+from provisioner.sweeper import sweep_stalled_installs
+from provisioner.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+SWEEP_JOB_ID = "sweep_stalled_installs"
+PRUNE_JOB_ID = "prune_events"
+EXTENSION_KEY = "provisioner.scheduler"
+
+
+def run_sweep(app: Flask) -> None:
+    """One sweep, in its own app context."""
+    with app.app_context():
+        clock = app.config.get("CLOCK", utcnow)
+        sweep_stalled_installs(db.session, StallRules.from_config(app.config), clock())
+
+
+def run_prune(app: Flask) -> None:
+    """One pruning pass, in its own app context."""
+    with app.app_context():
+        clock = app.config.get("CLOCK", utcnow)
+        prune_events(
+            db.session,
+            retention_days=app.config["EVENT_RETENTION_DAYS"],
+            heartbeat_keep=app.config["HEARTBEAT_KEEP_PER_NODE"],
+            now=clock(),
+        )
+
+
+def build_scheduler(app: Flask) -> BackgroundScheduler:
+    """A scheduler holding both jobs, not started."""
+    scheduler = BackgroundScheduler(
+        timezone=UTC,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+    )
+    started = datetime.now(UTC)
+    scheduler.add_job(
+        run_sweep,
+        "interval",
+        seconds=app.config["SWEEP_INTERVAL_SECONDS"],
+        id=SWEEP_JOB_ID,
+        args=[app],
+        next_run_time=started,
+    )
+    scheduler.add_job(
+        run_prune,
+        "interval",
+        days=1,
+        id=PRUNE_JOB_ID,
+        args=[app],
+        next_run_time=started + timedelta(minutes=5),
+    )
+    return scheduler
+
+
+def start_scheduler(app: Flask) -> BackgroundScheduler:
+    """Start the app's scheduler (``serve`` and ``wsgi.py`` only)."""
+    scheduler: BackgroundScheduler = app.extensions[EXTENSION_KEY]
+    scheduler.start()
+    log.info(
+        "scheduler started: sweep every %gs, timeout %g min",
+        app.config["SWEEP_INTERVAL_SECONDS"],
+        app.config["INSTALL_TIMEOUT_MINUTES"],
+    )
+    return scheduler
+
+
+def stop_scheduler(app: Flask) -> None:
+    """Stop the scheduler if it runs, waiting for a job under way to finish."""
+    scheduler: BackgroundScheduler = app.extensions[EXTENSION_KEY]
+    if scheduler.running:
+        scheduler.shutdown(wait=True)

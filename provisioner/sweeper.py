@@ -1,0 +1,209 @@
+"""Stalled installs: the rules that find them, the timeout handler, and the sweep.
+
+An installing node is *stalled* once ``INSTALL_TIMEOUT_MINUTES`` have passed since it entered
+``installing`` (``install_timeout``), or, with ``INSTALL_SILENCE_MINUTES`` set, once the node
+has sent nothing for that long (``install_silence``). A stalled install is handled exactly like
+a reported failure (``lifecycle.record_install_failure``) plus an ``install_timeout`` event.
+
+The sweeper, a boot request and another server instance may all notice the same stall; the
+guarded update in ``lifecycle.transition`` makes sure only the first one is applied.
+"""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement
+from sqlalchemy import and_
+from sqlalchemy import or_
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioner.database import write_transaction
+from provisioner.events import EventStatus
+from provisioner.events import EventType
+from provisioner.events import record_event
+from provisioner.lifecycle import ConcurrentTransition
+from provisioner.lifecycle import State
+from provisioner.lifecycle import Trigger
+from provisioner.lifecycle import record_install_failure
+from provisioner.models import Node
+
+log = logging.getLogger(__name__)
+
+#: Nodes timed out per write transaction: small enough that a concurrent report never waits
+#: long for SQLite's single write lock, large enough to keep the sweep fast.
+BATCH_SIZE = 100
+
+
+class Reason:
+    INSTALL_TIMEOUT = "install_timeout"
+    INSTALL_SILENCE = "install_silence"
+    NO_FIRST_BOOT = "no_first_boot"
+
+
+@dataclass(frozen=True)
+class StallRules:
+    """The configured limits, in minutes; 0 turns a rule off."""
+
+    timeout_minutes: float
+    silence_minutes: float = 0
+    first_boot_minutes: float = 0
+    max_attempts: int = 3
+
+    @classmethod
+    def from_config(cls, config: dict) -> "StallRules":
+        return cls(
+            timeout_minutes=config["INSTALL_TIMEOUT_MINUTES"],
+            silence_minutes=config["INSTALL_SILENCE_MINUTES"],
+            first_boot_minutes=config["FIRST_BOOT_TIMEOUT_MINUTES"],
+            max_attempts=config["MAX_INSTALL_ATTEMPTS"],
+        )
+
+    @property
+    def detects_installs(self) -> bool:
+        return self.timeout_minutes > 0 or self.silence_minutes > 0
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Why and since when an installing node is stalled."""
+
+    reason: str
+    since: datetime
+    minutes: float
+
+    @property
+    def error(self) -> str:
+        if self.reason == Reason.INSTALL_SILENCE:
+            return f"No report from the installer for {self.minutes:g} minutes"
+        return f"Installation timed out after {self.minutes:g} minutes"
+
+
+def stall_of(node: Node, rules: StallRules, now: datetime) -> Stall | None:
+    """The stall of an installing node at ``now``, or None; the overall timeout wins ties."""
+    if node.state != State.INSTALLING:
+        return None
+    stalls = []
+    if rules.timeout_minutes > 0:
+        deadline = node.state_changed_at + timedelta(minutes=rules.timeout_minutes)
+        stalls.append(Stall(Reason.INSTALL_TIMEOUT, deadline, rules.timeout_minutes))
+    if rules.silence_minutes > 0:
+        last_heard = max(node.state_changed_at, node.last_event_at or node.state_changed_at)
+        deadline = last_heard + timedelta(minutes=rules.silence_minutes)
+        stalls.append(Stall(Reason.INSTALL_SILENCE, deadline, rules.silence_minutes))
+    due = [stall for stall in stalls if now >= stall.since]
+    return min(due, key=lambda stall: stall.since) if due else None
+
+
+def stalled_condition(rules: StallRules, now: datetime) -> ColumnElement[bool]:
+    """SQL for "installing and past a deadline", the set form of ``stall_of``."""
+    conditions = []
+    if rules.timeout_minutes > 0:
+        conditions.append(Node.state_changed_at <= now - timedelta(minutes=rules.timeout_minutes))
+    if rules.silence_minutes > 0:
+        cutoff = now - timedelta(minutes=rules.silence_minutes)
+        conditions.append(
+            and_(
+                Node.state_changed_at <= cutoff,
+                or_(Node.last_event_at.is_(None), Node.last_event_at <= cutoff),
+            )
+        )
+    return and_(Node.state == State.INSTALLING, or_(*conditions))
+
+
+def handle_stall(
+    session: Session,
+    node: Node,
+    stall: Stall,
+    *,
+    rules: StallRules,
+    triggered_by: str,
+    now: datetime,
+) -> None:
+    """Count the stall as a failed attempt and record an ``install_timeout`` event.
+
+    Runs in the caller's write transaction. Raises ``ConcurrentTransition`` (writing nothing
+    of its own) if another request moved the node first.
+    """
+    before = node.state
+    record_install_failure(
+        session,
+        node,
+        stall.error,
+        max_attempts=rules.max_attempts,
+        triggered_by=triggered_by,
+        now=now,
+        metadata={"reason": stall.reason, "stalled_since": stall.since.isoformat()},
+    )
+    node.install_timeouts = (node.install_timeouts or 0) + 1
+    record_event(
+        session,
+        node,
+        EventType.INSTALL_TIMEOUT,
+        now=now,
+        status=EventStatus.FAILED,
+        message=stall.error,
+        metadata={"reason": stall.reason, "stalled_since": stall.since.isoformat()},
+        effect=f"{before}→{node.state} (attempt {node.install_attempts} of {rules.max_attempts})",
+    )
+
+
+@dataclass
+class SweepResult:
+    """What one sweep did."""
+
+    timed_out: int = 0
+    retried: int = 0
+    failed: int = 0
+    batches: int = 0
+
+
+def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: SweepResult) -> bool:
+    """Time out one batch; tell whether a full batch was handled (so there may be more)."""
+    handled = result.timed_out
+    with write_transaction(session):
+        batch = session.scalars(
+            select(Node)
+            .where(stalled_condition(rules, now))
+            .order_by(Node.state_changed_at, Node.id)
+            .limit(BATCH_SIZE)
+            .with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True)
+        ).all()
+        for node in batch:
+            stall = stall_of(node, rules, now)
+            if stall is None:
+                continue
+            try:
+                with session.begin_nested():
+                    handle_stall(
+                        session, node, stall, rules=rules, triggered_by=Trigger.SWEEPER, now=now
+                    )
+            except ConcurrentTransition:
+                continue
+            result.timed_out += 1
+            if node.state == State.PENDING:
+                result.retried += 1
+            else:
+                result.failed += 1
+    result.batches += 1
+    return len(batch) == BATCH_SIZE and result.timed_out > handled
+
+
+def sweep_stalled_installs(session: Session, rules: StallRules, now: datetime) -> SweepResult:
+    """Time out every stalled install, in bounded batches, each its own transaction."""
+    result = SweepResult()
+    if not rules.detects_installs:
+        return result
+    while _sweep_batch(session, rules, now, result):
+        pass
+    if result.timed_out:
+        log.info(
+            "sweep: %d stalled install(s) timed out (%d retried, %d failed)",
+            result.timed_out,
+            result.retried,
+            result.failed,
+        )
+    return result
