@@ -59,7 +59,6 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
         seconds=app.config["SWEEP_INTERVAL_SECONDS"],
         id=SWEEP_JOB_ID,
         args=[app],
-        next_run_time=started,
     )
     scheduler.add_job(
         run_prune,

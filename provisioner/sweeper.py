@@ -10,6 +10,7 @@ guarded update in ``lifecycle.transition`` makes sure only the first one is appl
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 #: Nodes timed out per write transaction: small enough that a concurrent report never waits
 #: long for SQLite's single write lock, large enough to keep the sweep fast.
-BATCH_SIZE = 100
+BATCH_SIZE = 50
 
 
 class Reason:
@@ -158,6 +159,7 @@ class SweepResult:
     retried: int = 0
     failed: int = 0
     batches: int = 0
+    seconds: float = 0.0
 
 
 def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: SweepResult) -> bool:
@@ -197,13 +199,18 @@ def sweep_stalled_installs(session: Session, rules: StallRules, now: datetime) -
     result = SweepResult()
     if not rules.detects_installs:
         return result
+    started = time.perf_counter()
     while _sweep_batch(session, rules, now, result):
         pass
+    result.seconds = time.perf_counter() - started
     if result.timed_out:
         log.info(
-            "sweep: %d stalled install(s) timed out (%d retried, %d failed)",
+            "sweep: %d stalled install(s) timed out (%d retried, %d failed) in %.3f s, "
+            "%d batch(es)",
             result.timed_out,
             result.retried,
             result.failed,
+            result.seconds,
+            result.batches,
         )
     return result

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): real server, real HTTP, figures written to bench/results.json."""

@@ -1,0 +1,55 @@
+"""Fill a migrated SQLite database quickly with raw inserts (benchmarks only)."""
+
+import sqlite3
+import uuid
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from pathlib import Path
+
+
+def mac_of(index: int) -> str:
+    """A distinct locally administered MAC for node number ``index``."""
+    raw = f"02{index:010x}"
+    return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
+
+
+def stamp(value: datetime) -> str:
+    """The text SQLAlchemy stores for a UTC datetime on SQLite."""
+    return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def add_nodes(
+    database: Path, *, active: int, installing: int, installing_since: datetime, now: datetime
+) -> list[str]:
+    """Insert ``active`` active and ``installing`` installing nodes; return all MACs."""
+    connection = sqlite3.connect(database)
+    rows = []
+    for index in range(active + installing):
+        state = "active" if index < active else "installing"
+        changed = now - timedelta(days=1) if state == "active" else installing_since
+        rows.append(
+            (
+                str(uuid.uuid4()),
+                mac_of(index),
+                f"node-{index}",
+                state,
+                "bench-os",
+                1 if state == "installing" else 0,
+                0,
+                stamp(now),
+                stamp(now),
+                stamp(now),
+                stamp(changed),
+                stamp(changed),
+            )
+        )
+    connection.executemany(
+        "INSERT INTO nodes (id, mac_address, hostname, state, workflow_id, install_attempts,"
+        " install_timeouts, created_at, updated_at, last_seen_at, state_changed_at,"
+        " episode_started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    connection.commit()
+    connection.close()
+    return [row[1] for row in rows]
