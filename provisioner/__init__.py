@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from provisioner import auth
 from provisioner import cli
 from provisioner import config
 from provisioner import errors
@@ -22,6 +23,8 @@ from provisioner.nodes import stalled_views  # noqa: F401  (adds its route to no
 from provisioner.nodes.views import bp as nodes_bp
 from provisioner.workflows import WorkflowStore
 
+#: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
+MAX_BODY_BYTES = 64 * 1024
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -48,6 +51,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         settings["DATABASE_URL"], app.instance_path
     )
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["WORKFLOWS_DIR"] = os.path.join(app.instance_path, settings["WORKFLOWS_DIR"])
     app.config.update(
         API_TITLE="provisioner",
@@ -70,6 +74,7 @@ def init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     api.init_app(app)
+    auth.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))

@@ -5,10 +5,12 @@ validates requests, serialises responses and writes the OpenAPI document, so the
 cannot drift apart.
 """
 
+import json
 from typing import Any
 
 from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
+from webargs.core import missing
 from webargs.flaskparser import FlaskParser
 from webargs.flaskparser import abort
 from webargs.flaskparser import is_json_request
@@ -23,12 +25,56 @@ class JsonBodyParser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 422
 
     def _raw_load_json(self, req: Any) -> Any:
-        if req.get_data(cache=True) and not is_json_request(req):
+        data = req.get_data(cache=True)
+        if not data:
+            return missing
+        if not is_json_request(req):
             abort(422, messages={"json": {"body": [NOT_JSON_TYPE]}})
-        return super()._raw_load_json(req)
+        try:
+            return _reject_nul(
+                json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+            )
+        except (ValueError, RecursionError) as exc:
+            # json.JSONDecodeError, UnicodeDecodeError, duplicate keys, NaN/Infinity and
+            # integers too long to convert are all a client's bad body, never a 500.
+            problem = (
+                str(exc) if isinstance(exc, _BodyProblem) else "Request body is not valid JSON."
+            )
+            abort(422, exc=exc, messages={"json": {"body": [problem]}})
 
     def _handle_invalid_json_error(self, error: Exception, req: Any, *args: Any, **kwargs: Any):
         abort(422, exc=error, messages={"json": {"body": ["Request body is not valid JSON."]}})
+
+
+class _BodyProblem(ValueError):
+    """A JSON body that parses but cannot be accepted."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        duplicate = next(key for key in keys if keys.count(key) > 1)
+        raise _BodyProblem(f"Duplicate key {duplicate[:50]!r} in JSON object.")
+    return dict(pairs)
+
+
+def _reject_nul(value: Any) -> Any:
+    """Refuse NUL characters anywhere (PostgreSQL cannot store them in text)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise _BodyProblem("NUL characters are not allowed in JSON strings.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key)
+            _reject_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _BodyProblem(f"{name} is not a valid JSON number.")
 
 
 class Blueprint(SmorestBlueprint):

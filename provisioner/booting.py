@@ -22,9 +22,11 @@ from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.nodes_repo import find_node
+from provisioner.report_tokens import install_report_token
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import handle_stall
 from provisioner.sweeper import stall_of
+from provisioner.tokens import new_token
 from provisioner.workflows import WorkflowError
 from provisioner.workflows import WorkflowStore
 from provisioner.workflows import boot_files
@@ -169,11 +171,13 @@ def register_node(session: Session, request: BootRequest, now: datetime) -> Node
 def _start_install(session: Session, node: Node, settings: BootSettings, now: datetime) -> str:
     if not node.workflow_id:
         return ipxe.wait_and_exit(f"node {node.id} is pending but has no workflow assigned")
+    token = new_token()
     try:
         workflow = settings.workflows.load(node.workflow_id)
-        files = boot_files(workflow, boot_variables(node, settings.server_url))
+        files = boot_files(workflow, boot_variables(node, settings.server_url, token))
     except WorkflowError as exc:
         return ipxe.wait_and_exit(f"workflow {node.workflow_id} cannot be used: {exc}")
+    install_report_token(node, token)
     transition(
         session,
         node,
@@ -186,14 +190,17 @@ def _start_install(session: Session, node: Node, settings: BootSettings, now: da
     return ipxe.install(files, workflow.name, node.id)
 
 
-def boot_variables(node: Node, server_url: str) -> dict[str, str]:
+def boot_variables(node: Node, server_url: str, report_token: str = "") -> dict[str, str]:
     """The ``${variables}`` a workflow may use, for this node."""
+    server = server_url.rstrip("/")
     return {
-        "server": server_url.rstrip("/"),
+        "server": server,
         "node_id": node.id,
         "mac": node.mac_address,
         "ip": node.ip_address or "",
         "hostname": node.hostname or "",
+        "report_url": f"{server}/api/v1/report",
+        "report_token": report_token,
     }
 
 

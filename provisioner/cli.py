@@ -31,6 +31,9 @@ from provisioner.serve import serve
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import sweep_stalled_installs
 from provisioner.timeutil import utcnow
+from provisioner.tokens import HASH_PREFIX
+from provisioner.tokens import new_token
+from provisioner.tokens import token_hash
 
 
 def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -235,6 +238,22 @@ def serve_command(host: str, port: int, threads: int) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@click.group("token")
+def token_group() -> None:
+    """Operator API tokens."""
+
+
+@token_group.command("new")
+@click.option("--read-only", is_flag=True, help="A token for READ_TOKENS (GET only).")
+def token_new(read_only: bool) -> None:
+    """Print a fresh random token and the config line that enables it (stored hashed)."""
+    token = new_token()
+    key = "READ_TOKENS" if read_only else "API_TOKENS"
+    click.echo(f"token: {token}")
+    click.echo("Keep the token secret; put this line in the config file (it holds only a hash):")
+    click.echo(f'{key} = ["{HASH_PREFIX}{token_hash(token)}"]')
+
+
 main = FlaskGroup(
     name="provisioner",
     help="Bare-metal provisioning server.",
@@ -244,3 +263,4 @@ main = FlaskGroup(
     params=[CONFIG_OPTION],
 )
 main.add_command(serve_command)
+main.add_command(token_group)

@@ -62,6 +62,26 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _token_list(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of token strings")
+    for item in value:
+        if item.startswith("sha256:") and len(item) != len("sha256:") + 64:
+            raise ValueError("a sha256: token must be followed by 64 hex digits")
+        if not item.startswith("sha256:") and len(item) < 16:
+            raise ValueError("tokens must be at least 16 characters")
+    return value
+
+
+def _report_auth(value: Any) -> str:
+    mode = _text(value).lower()
+    if mode not in {"token", "open"}:
+        raise ValueError('expected "token" or "open"')
+    return mode
+
+
 #: Every key, its default and its parser. ``config.example.toml`` documents each one.
 SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATABASE_URL": ("sqlite:///provisioner.db", _text),
@@ -76,6 +96,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "EVENT_RETENTION_DAYS": (90.0, _number(float, 0)),
     "HEARTBEAT_KEEP_PER_NODE": (100, _number(int, 0)),
     "TRUSTED_PROXIES": (0, _number(int, 0)),
+    "API_TOKENS": ([], _token_list),
+    "READ_TOKENS": ([], _token_list),
+    "REPORT_AUTH": ("token", _report_auth),
     "LOG_LEVEL": ("INFO", _log_level),
 }
 
@@ -87,7 +110,8 @@ def parse_value(key: str, value: Any) -> Any:
     try:
         return SETTINGS[key][1](value)
     except ValueError as exc:
-        raise ConfigError(f"config key {key}: {exc} (got {value!r})") from None
+        shown = "<hidden>" if key.endswith("TOKENS") else repr(value)
+        raise ConfigError(f"config key {key}: {exc} (got {shown})") from None
 
 
 def read_toml(path: Path) -> dict[str, Any]:

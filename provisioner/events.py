@@ -254,18 +254,30 @@ def apply_report(
     peer_ip: str | None,
     max_attempts: int,
     now: datetime,
+    stale: bool = False,
 ) -> Outcome:
-    """Apply ``report`` to ``node`` and record it, in the caller's write transaction."""
-    for key, value in report.hardware.items():
+    """Apply ``report`` to ``node`` and record it, in the caller's write transaction.
+
+    A ``stale`` report (sent with the previous install attempt's token) is recorded but
+    changes nothing on the node.
+    """
+    for key, value in ({} if stale else report.hardware).items():
         setattr(node, key, value)
     node.last_seen_at = now
     node.updated_at = now
     if report.event_type is None:
         return Outcome("", "Status reported successfully")
-    handler: Callable[[Report], Outcome] = getattr(
-        _Apply(session, node, now, max_attempts), report.event_type.value
-    )
-    outcome = handler(report)
+    if stale:
+        outcome = Outcome(
+            "ignored: report from a previous install attempt",
+            f"Event {report.event_type} recorded but ignored: it belongs to a previous "
+            "install attempt",
+        )
+    else:
+        handler: Callable[[Report], Outcome] = getattr(
+            _Apply(session, node, now, max_attempts), report.event_type.value
+        )
+        outcome = handler(report)
     event = record_event(
         session,
         node,

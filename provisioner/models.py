@@ -58,6 +58,8 @@ class Node(db.Model):
     last_event_type: Mapped[str | None] = mapped_column(String(32))
     last_event_status: Mapped[str | None] = mapped_column(String(16))
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report_token_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_report_token_hash: Mapped[str | None] = mapped_column(String(64))
 
     tag_rows: Mapped[list["NodeTag"]] = relationship(
         back_populates="node",

@@ -159,6 +159,18 @@ class TagsSchema(Schema):
 # -- events -------------------------------------------------------------------------------
 
 METADATA_MAX_BYTES = 16 * 1024
+METADATA_MAX_DEPTH = 5
+
+
+def nesting_depth(value: Any) -> int:
+    """How many levels of objects/arrays ``value`` has (a scalar has 0)."""
+    if isinstance(value, dict):
+        return 1 + max((nesting_depth(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((nesting_depth(item) for item in value), default=0)
+    return 0
+
+
 PERCENT = validate.Range(min=0, max=100)
 
 
@@ -183,8 +195,12 @@ class ReportSchema(HardwareFields):
 
     @validates("event_metadata")
     def _bounded(self, value: dict[str, Any] | None, **kwargs: Any) -> None:
-        if value is not None and len(json.dumps(value)) > METADATA_MAX_BYTES:
+        if value is None:
+            return
+        if len(json.dumps(value)) > METADATA_MAX_BYTES:
             raise ValidationError(f"Must be at most {METADATA_MAX_BYTES} bytes as JSON.")
+        if nesting_depth(value) > METADATA_MAX_DEPTH:
+            raise ValidationError(f"Must be nested at most {METADATA_MAX_DEPTH} levels deep.")
 
 
 class EventSchema(Schema):
@@ -312,6 +328,14 @@ StateLogListEnvelope = list_envelope(StateLogSchema, "StateLogListEnvelope")
 WorkflowEnvelope = envelope(WorkflowOutSchema, "WorkflowEnvelope")
 WorkflowListEnvelope = list_envelope(WorkflowOutSchema, "WorkflowListEnvelope")
 EventListEnvelope = list_envelope(EventSchema, "EventListEnvelope")
+
+
+class ReportTokenSchema(Schema):
+    node_id = fields.String()
+    token = fields.String()
+
+
+ReportTokenEnvelope = envelope(ReportTokenSchema, "ReportTokenEnvelope")
 
 
 class MessageSchema(Schema):

@@ -9,6 +9,7 @@ import waitress
 from flask import Flask
 from sqlalchemy.engine import make_url
 
+from provisioner.auth import startup_warnings
 from provisioner.extensions import db
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
@@ -56,6 +57,8 @@ def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
         f"(database {describe_database(app)}, workflows {app.config['WORKFLOWS_DIR']})",
         flush=True,
     )
+    for warning in startup_warnings(app):
+        log.warning("%s", warning)
     _stop_on_sigterm()
     start_scheduler(app)
     try:

@@ -21,7 +21,7 @@ from provisioner.schemas import WORKFLOW_ID
 from provisioner.schemas import WorkflowSchema
 
 SUFFIXES = (".json", ".yaml", ".yml")
-VARIABLES = ("server", "node_id", "mac", "ip", "hostname")
+VARIABLES = ("server", "node_id", "mac", "ip", "hostname", "report_url", "report_token")
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _ID = re.compile(WORKFLOW_ID)
 
@@ -106,6 +106,8 @@ def sample_variables() -> dict[str, str]:
         "mac": "52:54:00:00:00:01",
         "ip": "192.0.2.10",
         "hostname": "node-1",
+        "report_url": "http://provisioner.example:8080/api/v1/report",
+        "report_token": "sample-report-token",
     }
 
 

@@ -62,6 +62,9 @@ def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock) -> dict:
         "WORKFLOWS_DIR": str(workflows_dir),
         "SERVER_URL": "http://prov.test:8080",
         "CLOCK": clock,
+        # Report-token rules have their own tests (test_report_auth.py); the lifecycle and
+        # event tests post reports the way the "open" mode allows.
+        "REPORT_AUTH": "open",
     }
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 from flask import current_app
 from flask import jsonify
+from flask import request
 
 from provisioner import eventlog
 from provisioner.api import Blueprint
@@ -15,9 +16,13 @@ from provisioner.events import apply_report
 from provisioner.events import find_replayed
 from provisioner.events import report_from_body
 from provisioner.extensions import db
+from provisioner.metrics import REPORTS_REJECTED
 from provisioner.nodes.views import get_node_or_404
 from provisioner.nodes_repo import find_by_ref
 from provisioner.nodes_repo import find_node
+from provisioner.report_tokens import TokenMatch
+from provisioner.report_tokens import match_report_token
+from provisioner.report_tokens import presented_token
 from provisioner.schemas import EventListEnvelope
 from provisioner.schemas import EventStreamQuerySchema
 from provisioner.schemas import EventStreamSchema
@@ -32,7 +37,8 @@ bp = Blueprint("events", __name__, description="Node reports and the event log")
 @bp.route("/api/v1/report", methods=["POST"])
 @bp.arguments(ReportSchema)
 @bp.response(200, NodeEnvelope)
-@bp.alt_response(404, description="No node has this MAC address")
+@bp.alt_response(404, description="No node has this MAC address (open report mode)")
+@bp.alt_response(401, description="Missing or invalid report token (token mode)")
 def report(body: dict[str, Any]):
     """Record what an installer or a booted node reports, and move the node accordingly.
 
@@ -41,8 +47,13 @@ def report(body: dict[str, Any]):
     the first response again and writes nothing.
     """
     node_report = report_from_body(body)
+    token_mode = current_app.config["REPORT_AUTH"] == "token"
     with write_transaction(db.session):
         node = find_node(db.session, body["mac_address"], for_update=True)
+        match = match_report_token(node, presented_token(request)) if token_mode else None
+        if match is TokenMatch.NONE:
+            REPORTS_REJECTED.labels(reason="token").inc()
+            fail(401, "Missing or invalid report token for this node")
         if node is None:
             fail(404, f"No node with MAC address {body['mac_address']}")
         replayed = find_replayed(db.session, node, node_report.client_event_id)
@@ -55,6 +66,7 @@ def report(body: dict[str, Any]):
             peer_ip=peer_ip(),
             max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
             now=now(),
+            stale=match is TokenMatch.PREVIOUS,
         )
         response = {"success": True, "data": NodeSchema().dump(node), "message": outcome.message}
         if outcome.event is not None and node_report.client_event_id is not None:

@@ -15,12 +15,14 @@ from provisioner.extensions import db
 from provisioner.inventory import InventoryError
 from provisioner.models import Node
 from provisioner.nodes_repo import find_by_ref
+from provisioner.report_tokens import mint_report_token
 from provisioner.schemas import MessageSchema
 from provisioner.schemas import NodeCreateSchema
 from provisioner.schemas import NodeEnvelope
 from provisioner.schemas import NodeListEnvelope
 from provisioner.schemas import NodeListQuerySchema
 from provisioner.schemas import NodeUpdateSchema
+from provisioner.schemas import ReportTokenEnvelope
 from provisioner.schemas import StateChangeSchema
 from provisioner.schemas import StateLogListEnvelope
 from provisioner.schemas import TagsSchema
@@ -121,6 +123,16 @@ def change_state(args: dict[str, Any], ref: str):
             force=args["force"],
         )
     return ok(node, f"State changed from {previous} to {node.state}")
+
+
+@bp.route("/api/v1/nodes/<ref>/report-token", methods=["POST"])
+@bp.response(201, ReportTokenEnvelope)
+def new_report_token(ref: str):
+    """Mint a report token for manual use; it is shown once and replaces the current one."""
+    with write_transaction(db.session):
+        node = get_node_or_404(ref, for_update=True)
+        token = mint_report_token(node)
+    return ok({"node_id": node.id, "token": token}, "Report token minted; it is shown only once")
 
 
 @bp.route("/api/v1/nodes/<ref>/history")

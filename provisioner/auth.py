@@ -1,0 +1,98 @@
+"""Who may call what: operator tokens for the API, report tokens for node reports.
+
+Node-facing endpoints (boot scripts, reports, rendered configs) are never behind operator
+tokens. With no operator token configured, the operator API answers loopback clients only.
+"""
+
+import ipaddress
+from dataclasses import dataclass
+
+from flask import Flask
+from flask import current_app
+from flask import request
+
+from provisioner.api import fail
+from provisioner.tokens import matches_any
+from provisioner.tokens import stored_form
+
+EXTENSION_KEY = "provisioner.access"
+
+#: Endpoints a machine calls while it boots or installs: no operator token.
+NODE_FACING = {
+    "boot.boot",
+    "boot.chain_script",
+    "events.report",
+}
+#: Endpoints anyone may read: a liveness probe and the API description.
+PUBLIC = {"nodes.health", "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static"}
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass(frozen=True)
+class Access:
+    """The configured operator tokens, as the digests they are compared by."""
+
+    full: list[str]
+    read: list[str]
+
+    @property
+    def open_to_loopback_only(self) -> bool:
+        return not self.full and not self.read
+
+
+def bearer_token() -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def is_loopback(address: str | None) -> bool:
+    """Tell whether ``address`` is on this machine (127.0.0.0/8 or ::1)."""
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def authorize_operator() -> None:
+    """``before_request`` hook: refuse an operator call without the right token."""
+    endpoint = request.endpoint
+    if endpoint is None or endpoint in NODE_FACING or endpoint in PUBLIC:
+        return
+    access: Access = current_app.extensions[EXTENSION_KEY]
+    if access.open_to_loopback_only:
+        if not is_loopback(request.remote_addr):
+            fail(403, "The operator API answers loopback clients only until API_TOKENS is set")
+        return
+    token = bearer_token()
+    if matches_any(token, access.full):
+        return
+    if matches_any(token, access.read):
+        if request.method in READ_METHODS:
+            return
+        fail(403, "A read token cannot change anything; use an API token")
+    fail(401, "Missing or unknown API token (send Authorization: Bearer <token>)")
+
+
+def init_app(app: Flask) -> None:
+    """Read the configured tokens and install the hook."""
+    app.extensions[EXTENSION_KEY] = Access(
+        full=[stored_form(token) for token in app.config["API_TOKENS"]],
+        read=[stored_form(token) for token in app.config["READ_TOKENS"]],
+    )
+    app.before_request(authorize_operator)
+
+
+def startup_warnings(app: Flask) -> list[str]:
+    """What an operator should fix before exposing the server."""
+    warnings = []
+    if app.extensions[EXTENSION_KEY].open_to_loopback_only:
+        warnings.append(
+            "no API_TOKENS configured: the operator API answers loopback clients only; "
+            "run `provisioner token new` and put the line it prints in the config"
+        )
+    if app.config["REPORT_AUTH"] == "open":
+        warnings.append(
+            'REPORT_AUTH = "open": anyone who knows a MAC address can report for that node'
+        )
+    return warnings
