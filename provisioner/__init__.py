@@ -50,7 +50,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(
         settings["DATABASE_URL"], app.instance_path
     )
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(
+        settings, app.config["SQLALCHEMY_DATABASE_URI"]
+    )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["WORKFLOWS_DIR"] = os.path.join(app.instance_path, settings["WORKFLOWS_DIR"])
     app.config.update(

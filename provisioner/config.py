@@ -85,6 +85,10 @@ def _report_auth(value: Any) -> str:
 #: Every key, its default and its parser. ``config.example.toml`` documents each one.
 SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATABASE_URL": ("sqlite:///provisioner.db", _text),
+    "DATABASE_POOL_SIZE": (20, _number(int, 1)),
+    "DATABASE_MAX_OVERFLOW": (10, _number(int, 0)),
+    "DATABASE_POOL_TIMEOUT": (5.0, _number(float, 0, above=True)),
+    "DATABASE_CONNECT_TIMEOUT": (3, _number(int, 1)),
     "WORKFLOWS_DIR": ("workflows", _text),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),
@@ -160,6 +164,21 @@ def load_settings(
     settings = {key: parse_value(key, value) for key, value in merged.items()}
     settings["CONFIG_FILE"] = str(path) if path else None
     return settings | extra
+
+
+def engine_options(settings: Mapping[str, Any], url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options: pool sizes, liveness checks and connect timeouts."""
+    if url.startswith("sqlite") and (":memory:" in url or url == "sqlite://"):
+        return {"pool_pre_ping": True}
+    options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_size": settings["DATABASE_POOL_SIZE"],
+        "max_overflow": settings["DATABASE_MAX_OVERFLOW"],
+        "pool_timeout": settings["DATABASE_POOL_TIMEOUT"],
+    }
+    if url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": settings["DATABASE_CONNECT_TIMEOUT"]}
+    return options
 
 
 def database_uri(url: str, instance_path: str) -> str:

@@ -4,8 +4,10 @@ import logging
 
 from flask import Flask
 from marshmallow import ValidationError
+from sqlalchemy.exc import DataError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import Conflict
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import InternalServerError
@@ -75,6 +77,17 @@ def handle_operational_error(exc: OperationalError):
     return _json_error(InternalServerError(), "Internal server error")
 
 
+def handle_pool_timeout(exc: PoolTimeoutError):
+    log.warning("no database connection free: %s", exc)
+    return _json_error(ServiceUnavailable(), "Database busy; retry shortly")
+
+
+def handle_data_error(exc: DataError):
+    db.session.rollback()
+    log.info("value refused by the database: %s", exc.orig)
+    return _json_error(UnprocessableEntity(), "A value is out of range for its field")
+
+
 def register(app: Flask) -> None:
     """Install the handlers on ``app``."""
     app.register_error_handler(IllegalTransition, handle_illegal_transition)
@@ -82,3 +95,5 @@ def register(app: Flask) -> None:
     app.register_error_handler(IntegrityError, handle_integrity_error)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(OperationalError, handle_operational_error)
+    app.register_error_handler(PoolTimeoutError, handle_pool_timeout)
+    app.register_error_handler(DataError, handle_data_error)

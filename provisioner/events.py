@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioner.database import order_event_ids
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import record_install_failure
@@ -127,8 +128,14 @@ def record_event(
     ip_address: str | None = None,
     effect: str | None = None,
     client_event_id: str | None = None,
+    note_on_node: bool = True,
 ) -> NodeEvent:
-    """Append an event to the node's log and note it on the node, in the caller's transaction."""
+    """Append an event to the node's log and note it on the node, in the caller's transaction.
+
+    ``note_on_node=False`` records without touching the node (a stale report must neither
+    show as the node's last event nor reset its silence clock).
+    """
+    order_event_ids(session)
     event = NodeEvent(
         node_id=node.id,
         event_type=event_type,
@@ -142,9 +149,12 @@ def record_event(
         created_at=now,
     )
     session.add(event)
+    if not note_on_node:
+        return event
     node.last_event_type = event_type
     node.last_event_status = status
     node.last_event_at = now
+    node.updated_at = now
     return event
 
 
@@ -261,10 +271,11 @@ def apply_report(
     A ``stale`` report (sent with the previous install attempt's token) is recorded but
     changes nothing on the node.
     """
-    for key, value in ({} if stale else report.hardware).items():
-        setattr(node, key, value)
-    node.last_seen_at = now
-    node.updated_at = now
+    if not stale:
+        for key, value in report.hardware.items():
+            setattr(node, key, value)
+        node.last_seen_at = now
+        node.updated_at = now
     if report.event_type is None:
         return Outcome("", "Status reported successfully")
     if stale:
@@ -290,5 +301,6 @@ def apply_report(
         ip_address=peer_ip,
         effect=outcome.effect,
         client_event_id=report.client_event_id,
+        note_on_node=not stale,
     )
     return Outcome(outcome.effect, outcome.message, event)

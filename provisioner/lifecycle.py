@@ -105,11 +105,14 @@ def starts_episode(current: str, target: str, triggered_by: str) -> bool:
     """An operator sending a node to ``pending`` starts a new provisioning episode.
 
     Moving an installing node back to pending is a retry within the episode, so the attempt
-    counter is kept there; from every other state it is a fresh start.
+    counter is kept there; from every other state it is a fresh start. A forced move
+    straight into ``installing`` from outside an episode starts one too.
     """
-    return (
-        target == State.PENDING and triggered_by == Trigger.ADMIN and current != State.INSTALLING
-    )
+    if triggered_by != Trigger.ADMIN:
+        return False
+    if target == State.PENDING:
+        return current != State.INSTALLING
+    return target == State.INSTALLING and current not in OPEN_EPISODE_STATES
 
 
 def transition(

@@ -51,7 +51,8 @@ class Node(db.Model):
     episode_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_install_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Set explicitly by every writer from its (injectable) clock; no onupdate default.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     progress: Mapped[int | None] = mapped_column(Integer)

@@ -17,6 +17,8 @@ from sqlalchemy import not_
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioner.database import RETENTION_LOCK
+from provisioner.database import exclusive_job
 from provisioner.database import write_transaction
 from provisioner.events import EventType
 from provisioner.lifecycle import OPEN_EPISODE_STATES
@@ -84,6 +86,16 @@ def prune_events(
 ) -> PruneResult:
     """Apply both retention rules once."""
     result = PruneResult()
+    with exclusive_job(session, RETENTION_LOCK) as mine:
+        if not mine:
+            log.info("prune: another instance is pruning; skipped")
+            return result
+        return _prune(session, retention_days, heartbeat_keep, now, result)
+
+
+def _prune(
+    session: Session, retention_days: float, heartbeat_keep: int, now: datetime, result
+) -> PruneResult:
     if retention_days > 0:
         result.expired = _delete_in_batches(session, _expired(retention_days, now))
     if heartbeat_keep > 0:

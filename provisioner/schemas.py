@@ -350,7 +350,7 @@ class BootQuerySchema(Schema):
         unknown = EXCLUDE
 
     mac = MacAddress(required=True)
-    uuid = text(64)
+    uuid = text(36)
     serial = text(255)
     vendor = text(255)
     model = text(255)
