@@ -8,12 +8,16 @@ STAMP  := $(VENV)/.installed
 
 export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
 
-.PHONY: run test lint format migrate bench clean help
+.PHONY: run test lint format bench e2e-deps clean help
+
+# Debian packages of the real clients the end-to-end tests drive.
+E2E_PACKAGES := curl
 
 help:
 	@echo "make run    - install into $(VENV), migrate, serve on http://$(HOST):$(PORT)/"
 	@echo "make test   - install test tools, run ruff and the whole pytest suite"
 	@echo "make bench  - performance benchmarks (not part of make test)"
+	@echo "make e2e-deps - install the real clients end-to-end tests drive (Debian packages)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +41,13 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+e2e-deps:
+	@missing=""; for tool in $(E2E_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "e2e-deps: missing$$missing (install them, or those tests skip)"; fi; \
+	fi
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
