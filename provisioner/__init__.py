@@ -12,7 +12,9 @@ from provisioner import auth
 from provisioner import cli
 from provisioner import config
 from provisioner import errors
+from provisioner import install_configs
 from provisioner import scheduler
+from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.boot.views import bp as boot_bp
 from provisioner.database import configure_engine
 from provisioner.events_api.views import bp as events_bp
@@ -81,6 +83,9 @@ def init_extensions(app: Flask) -> None:
         configure_engine(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))
     app.extensions[scheduler.EXTENSION_KEY] = scheduler.build_scheduler(app)
+    app.extensions["provisioner.jinja"] = install_configs.environment(
+        Path(app.config["WORKFLOWS_DIR"])
+    )
 
 
 def register_blueprints(app: Flask) -> None:

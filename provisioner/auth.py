@@ -21,7 +21,11 @@ EXTENSION_KEY = "provisioner.access"
 NODE_FACING = {
     "boot.boot",
     "boot.chain_script",
+    "boot.install_config",
+    "boot.install_config_seed",
+    "boot.report_script",
     "events.report",
+    "events.phone_home",
 }
 #: Endpoints anyone may read: a liveness probe and the API description.
 PUBLIC = {"nodes.health", "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static"}

@@ -26,6 +26,7 @@ HOSTNAME = re.compile(
 )
 TAG = r"^[a-z0-9_-]{1,50}$"
 WORKFLOW_ID = r"^[A-Za-z0-9._-]{1,64}$"
+CONFIG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 STATES = [state.value for state in State]
 
 
@@ -279,6 +280,12 @@ class WorkflowSchema(Schema):
     cmdline = text(4096, load_default="")
     architecture = text(32, load_default="x86_64")
     boot_mode = fields.String(load_default="any", validate=validate.OneOf(["bios", "uefi", "any"]))
+    templates = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(CONFIG_NAME)),
+        values=fields.String(validate=validate.Length(min=1, max=255)),
+        load_default=dict,
+        metadata={"description": "Install config name → template file (in WORKFLOWS_DIR)"},
+    )
 
 
 class WorkflowOutSchema(Schema):
@@ -290,6 +297,7 @@ class WorkflowOutSchema(Schema):
     cmdline = fields.String(allow_none=True)
     architecture = fields.String(allow_none=True)
     boot_mode = fields.String(allow_none=True)
+    templates = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
     file = fields.String()
     valid = fields.Boolean()
     error = fields.String(allow_none=True)

@@ -47,6 +47,7 @@ class Workflow:
     cmdline: str = ""
     architecture: str = "x86_64"
     boot_mode: str = "any"
+    templates: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from provisioner.api import fail
 from provisioner.context import now
 from provisioner.context import peer_ip
 from provisioner.database import write_transaction
+from provisioner.events import EventType
+from provisioner.events import Report
 from provisioner.events import apply_report
 from provisioner.events import find_replayed
 from provisioner.events import report_from_body
@@ -72,6 +74,52 @@ def report(body: dict[str, Any]):
         if outcome.event is not None and node_report.client_event_id is not None:
             outcome.event.response = response
     return jsonify(response)
+
+
+PHONE_HOME_FIELDS = (
+    "instance_id",
+    "hostname",
+    "fqdn",
+    "pub_key_rsa",
+    "pub_key_ecdsa",
+    "pub_key_ed25519",
+    "pub_key_dsa",
+)
+
+
+@bp.route("/api/v1/nodes/<ref>/phone-home", methods=["POST"])
+@bp.response(200, NodeEnvelope)
+def phone_home(ref: str):
+    """cloud-init ``phone_home``: a form-encoded first-boot report (``installed → active``).
+
+    Point cloud-init at ``<server>/api/v1/nodes/<id>/phone-home?token=<report token>``; the
+    fields it posts (instance id, host names, host keys) become the event's metadata.
+    """
+    fields = {key: request.form[key][:8192] for key in PHONE_HOME_FIELDS if key in request.form}
+    node_report = Report(
+        event_type=EventType.FIRST_BOOT,
+        message="cloud-init phone_home",
+        metadata=fields,
+    )
+    token_mode = current_app.config["REPORT_AUTH"] == "token"
+    with write_transaction(db.session):
+        node = find_by_ref(db.session, ref, for_update=True)
+        match = match_report_token(node, presented_token(request)) if token_mode else None
+        if match is TokenMatch.NONE:
+            REPORTS_REJECTED.labels(reason="token").inc()
+            fail(401, "Missing or invalid report token for this node")
+        if node is None:
+            fail(404, f"Node {ref[:80]!r} not found")
+        outcome = apply_report(
+            db.session,
+            node,
+            node_report,
+            peer_ip=peer_ip(),
+            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
+            now=now(),
+            stale=match is TokenMatch.PREVIOUS,
+        )
+    return {"success": True, "data": node, "message": outcome.message}
 
 
 @bp.route("/api/v1/nodes/<ref>/events")

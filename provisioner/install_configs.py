@@ -1,0 +1,63 @@
+"""Rendered install configs: kickstart, cloud-init user-data/meta-data, preseed, per node.
+
+A workflow names its templates (``templates: {ks.cfg: rocky-9/ks.cfg.j2}``), files inside
+``WORKFLOWS_DIR``. They are rendered with Jinja2's sandbox and ``StrictUndefined``: a
+template sees only the variables given (no file access beyond the workflows directory, no
+attribute tricks), and a misspelt variable is an error, never an empty string.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from jinja2 import FileSystemLoader
+from jinja2 import StrictUndefined
+from jinja2 import TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from provisioner.workflows import Workflow
+from provisioner.workflows import WorkflowError
+from provisioner.workflows import sample_variables
+
+
+class ConfigNotFound(WorkflowError):
+    """The workflow has no install config of that name."""
+
+
+def environment(directory: Path) -> ImmutableSandboxedEnvironment:
+    """A sandboxed Jinja2 environment that loads templates from the workflows directory."""
+    return ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(directory)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        auto_reload=True,
+    )
+
+
+def render_config(
+    env: ImmutableSandboxedEnvironment,
+    workflow: Workflow,
+    name: str,
+    variables: Mapping[str, str],
+) -> str:
+    """Render the workflow's install config ``name`` for one node."""
+    template_path = workflow.templates.get(name)
+    if template_path is None:
+        known = ", ".join(sorted(workflow.templates)) or "none"
+        raise ConfigNotFound(f"workflow {workflow.id} has no config {name!r} (has: {known})")
+    try:
+        return env.get_template(template_path).render(**variables)
+    except TemplateError as exc:
+        raise WorkflowError(f"{template_path}: {exc.message or exc}") from None
+
+
+def check_configs(env: ImmutableSandboxedEnvironment, workflow: Workflow) -> list[str]:
+    """Problems that would stop any of the workflow's configs from rendering."""
+    variables = sample_variables() | {"workflow_id": workflow.id, "workflow_name": workflow.name}
+    problems = []
+    for name in sorted(workflow.templates):
+        try:
+            render_config(env, workflow, name, variables)
+        except WorkflowError as exc:
+            problems.append(f"templates.{name}: {exc}")
+    return problems
