@@ -10,8 +10,9 @@ export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
 
 .PHONY: run test lint format bench e2e-deps clean help
 
-# Debian packages of the real clients the end-to-end tests drive.
-E2E_PACKAGES := curl
+# Real clients the end-to-end tests drive, as command:Debian-package pairs.
+E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
+             /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu cloud-init:cloud-init
 
 help:
 	@echo "make run    - install into $(VENV), migrate, serve on http://$(HOST):$(PORT)/"
@@ -43,9 +44,11 @@ test: lint
 	$(BIN)/python -m pytest
 
 e2e-deps:
-	@missing=""; for tool in $(E2E_PACKAGES); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	@missing=""; for pair in $(E2E_TOOLS); do tool=$${pair%%:*}; \
+	  [ -e "$$tool" ] || command -v "$$tool" >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing; \
 	  else echo "e2e-deps: missing$$missing (install them, or those tests skip)"; fi; \
 	fi
 

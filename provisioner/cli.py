@@ -18,6 +18,7 @@ from provisioner.config import ENV_PREFIX
 from provisioner.config import ConfigError
 from provisioner.database import write_transaction
 from provisioner.extensions import db
+from provisioner.install_configs import check_configs
 from provisioner.inventory import InventoryError
 from provisioner.lifecycle import TransitionError
 from provisioner.macaddr import InvalidMac
@@ -179,7 +180,12 @@ def workflows_check() -> None:
     entries = store.entries()
     problems = 0
     for entry in entries:
-        found = [entry.error] if entry.error else workflows.check(entry.workflow)
+        found = (
+            [entry.error]
+            if entry.error
+            else workflows.check(entry.workflow)
+            + check_configs(current_app.extensions["provisioner.jinja"], entry.workflow)
+        )
         for problem in found:
             click.echo(f"{entry.file}: {problem}", err=True)
         problems += len(found)
