@@ -17,8 +17,8 @@ from typing import Any
 import yaml
 from marshmallow import ValidationError
 
-from provisioner.schemas import WORKFLOW_ID
-from provisioner.schemas import WorkflowSchema
+from provisioner.schemas.fields import WORKFLOW_ID
+from provisioner.schemas.workflows import WorkflowSchema
 
 SUFFIXES = (".json", ".yaml", ".yml")
 VARIABLES = ("server", "node_id", "mac", "ip", "hostname", "report_url", "report_token")

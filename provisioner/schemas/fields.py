@@ -1,0 +1,84 @@
+"""Field types, patterns and envelopes shared by every schema."""
+
+import re
+from typing import Any
+
+from marshmallow import Schema
+from marshmallow import ValidationError
+from marshmallow import fields
+from marshmallow import validate
+
+from provisioner.lifecycle import State
+from provisioner.macaddr import InvalidMac
+from provisioner.macaddr import normalize_mac
+
+HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+TAG = r"^[a-z0-9_-]{1,50}$"
+WORKFLOW_ID = r"^[A-Za-z0-9._-]{1,64}$"
+CONFIG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+STATES = [state.value for state in State]
+
+
+class MacAddress(fields.String):
+    """A MAC address in any accepted form, loaded as ``aa:bb:cc:dd:ee:ff``."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return normalize_mac(text)
+        except InvalidMac as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class IPAddress(fields.IP):
+    """An IPv4 or IPv6 address, loaded as its canonical text."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        return str(super()._deserialize(value, attr, data, **kwargs))
+
+
+class Hostname(fields.String):
+    """An RFC 1123 host name."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not HOSTNAME.match(text):
+            raise ValidationError("Not a valid hostname (RFC 1123).")
+        return text
+
+
+def text(max_length: int, **kwargs: Any) -> fields.String:
+    """A bounded free-text field."""
+    return fields.String(validate=validate.Length(max=max_length), **kwargs)
+
+
+def envelope(item: type[Schema], name: str) -> type[Schema]:
+    """``{"success", "data", "message"}`` around one ``item``."""
+    return Schema.from_dict(
+        {
+            "success": fields.Boolean(dump_default=True),
+            "data": fields.Nested(item),
+            "message": fields.String(allow_none=True),
+        },
+        name=name,
+    )
+
+
+def list_envelope(item: type[Schema], name: str) -> type[Schema]:
+    """``{"success", "data": [...], "total"}`` around a page of ``item``."""
+    return Schema.from_dict(
+        {
+            "success": fields.Boolean(dump_default=True),
+            "data": fields.List(fields.Nested(item)),
+            "total": fields.Integer(),
+        },
+        name=name,
+    )
+
+
+class MessageSchema(Schema):
+    success = fields.Boolean()
+    message = fields.String()
