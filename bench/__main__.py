@@ -5,9 +5,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import http_scenarios
 from bench import sweep
 
-SCENARIOS = {"sweep": sweep.run}
+SCENARIOS = {"http": http_scenarios.run, "sweep": sweep.run}
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

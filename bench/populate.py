@@ -1,5 +1,6 @@
 """Fill a migrated SQLite database quickly with raw inserts (benchmarks only)."""
 
+import hashlib
 import sqlite3
 import uuid
 from datetime import UTC
@@ -19,10 +20,18 @@ def stamp(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def bench_token(index: int) -> str:
+    """The report token node number ``index`` gets (its hash is stored)."""
+    return f"bench-token-{index:08d}"
+
+
 def add_nodes(
     database: Path, *, active: int, installing: int, installing_since: datetime, now: datetime
 ) -> list[str]:
-    """Insert ``active`` active and ``installing`` installing nodes; return all MACs."""
+    """Insert ``active`` active and ``installing`` installing nodes; return all MACs.
+
+    Node ``i`` has MAC ``mac_of(i)`` and report token ``bench_token(i)``.
+    """
     connection = sqlite3.connect(database)
     rows = []
     for index in range(active + installing):
@@ -42,12 +51,13 @@ def add_nodes(
                 stamp(now),
                 stamp(changed),
                 stamp(changed),
+                hashlib.sha256(bench_token(index).encode()).hexdigest(),
             )
         )
     connection.executemany(
         "INSERT INTO nodes (id, mac_address, hostname, state, workflow_id, install_attempts,"
         " install_timeouts, created_at, updated_at, last_seen_at, state_changed_at,"
-        " episode_started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        " episode_started_at, report_token_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
     connection.commit()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from provisioner import ipxe
@@ -22,6 +23,7 @@ from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.nodes_repo import find_node
+from provisioner.nodes_repo import peek_node
 from provisioner.report_tokens import install_report_token
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import handle_stall
@@ -72,11 +74,11 @@ class BootSettings:
 
 def answer_boot(session: Session, request: BootRequest, settings: BootSettings, now: datetime):
     """Return the iPXE script for ``request``, changing the node as its state requires."""
-    node = find_node(session, request.mac)
-    if node is None and not settings.auto_register:
+    seen = peek_node(session, request.mac)
+    if seen is None and not settings.auto_register:
         return ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
-    if node is not None and not _needs_write(node, request, settings, now):
-        return _local_boot_script(node)
+    if seen is not None and not _needs_write(seen, request, settings, now):
+        return _local_boot_script(seen)
     with write_transaction(session):
         node = find_node(session, request.mac, for_update=True)
         if node is None:
@@ -98,7 +100,9 @@ def answer_boot(session: Session, request: BootRequest, settings: BootSettings, 
         return _local_boot_script(node)
 
 
-def _needs_write(node: Node, request: BootRequest, settings: BootSettings, now: datetime) -> bool:
+def _needs_write(
+    node: Node | Row, request: BootRequest, settings: BootSettings, now: datetime
+) -> bool:
     return (
         node.state == State.PENDING
         or stall_of(node, settings.rules, now) is not None
@@ -108,7 +112,7 @@ def _needs_write(node: Node, request: BootRequest, settings: BootSettings, now: 
     )
 
 
-def _new_facts(node: Node, request: BootRequest) -> dict[str, str]:
+def _new_facts(node: Node | Row, request: BootRequest) -> dict[str, str]:
     """Facts in the request that differ from what the node has stored."""
     facts = {
         "ip_address": request.peer_ip,
@@ -204,7 +208,7 @@ def boot_variables(node: Node, server_url: str, report_token: str = "") -> dict[
     }
 
 
-def _local_boot_script(node: Node) -> str:
+def _local_boot_script(node: Node | Row) -> str:
     if node.state == State.PENDING:  # only reached when a read found no write necessary
         return ipxe.local_boot(f"node {node.id} is pending")
     reason = LOCAL_BOOT_REASONS[State(node.state)]

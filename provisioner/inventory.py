@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import selectinload
 
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
@@ -122,7 +123,10 @@ def list_nodes(
         query = query.where(Node.id.in_(select(NodeTag.node_id).where(NodeTag.tag == tag)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     page = session.scalars(
-        query.order_by(Node.created_at, Node.id).limit(limit).offset(offset)
+        query.options(selectinload(Node.tag_rows))
+        .order_by(Node.created_at, Node.id)
+        .limit(limit)
+        .offset(offset)
     ).all()
     return list(page), total
 

@@ -66,7 +66,9 @@ class Node(db.Model):
         back_populates="node",
         cascade="all, delete-orphan",
         passive_deletes=True,
-        lazy="selectin",
+        # Loaded when a view shows tags (lists ask for them in one go with selectinload);
+        # the boot path never needs them and must not pay a second query per node.
+        lazy="select",
         order_by="NodeTag.tag",
     )
     state_logs: Mapped[list["NodeStateLog"]] = relationship(

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import selectinload
 
 from provisioner.events import EventType
 from provisioner.lifecycle import OPEN_EPISODE_STATES
@@ -42,7 +43,9 @@ class StalledNode:
 
 
 def _stalled_now(session: Session, rules: StallRules, now: datetime) -> list[tuple]:
-    nodes = session.scalars(select(Node).where(stalled_condition(rules, now))).all()
+    nodes = session.scalars(
+        select(Node).options(selectinload(Node.tag_rows)).where(stalled_condition(rules, now))
+    ).all()
     return [
         (node, stall.reason, stall.since)
         for node in nodes
@@ -52,7 +55,9 @@ def _stalled_now(session: Session, rules: StallRules, now: datetime) -> list[tup
 
 def _timed_out_episodes(session: Session, exclude: set[str]) -> list[tuple]:
     nodes = session.scalars(
-        select(Node).where(Node.install_timeouts > 0, Node.state.in_(OPEN_EPISODE_STATES))
+        select(Node)
+        .options(selectinload(Node.tag_rows))
+        .where(Node.install_timeouts > 0, Node.state.in_(OPEN_EPISODE_STATES))
     ).all()
     nodes = [node for node in nodes if node.id not in exclude]
     if not nodes:
@@ -82,7 +87,9 @@ def _timed_out_episodes(session: Session, exclude: set[str]) -> list[tuple]:
 def _no_first_boot(session: Session, rules: StallRules, now: datetime) -> list[tuple]:
     limit = timedelta(minutes=rules.first_boot_minutes)
     nodes = session.scalars(
-        select(Node).where(Node.state == State.INSTALLED, Node.state_changed_at <= now - limit)
+        select(Node)
+        .options(selectinload(Node.tag_rows))
+        .where(Node.state == State.INSTALLED, Node.state_changed_at <= now - limit)
     ).all()
     return [(node, Reason.NO_FIRST_BOOT, node.state_changed_at + limit) for node in nodes]
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from datetime import timedelta
 
 from sqlalchemy import ColumnElement
+from sqlalchemy import Row
 from sqlalchemy import and_
 from sqlalchemy import or_
 from sqlalchemy import select
@@ -82,7 +83,7 @@ class Stall:
         return f"Installation timed out after {self.minutes:g} minutes"
 
 
-def stall_of(node: Node, rules: StallRules, now: datetime) -> Stall | None:
+def stall_of(node: "Node | Row", rules: StallRules, now: datetime) -> Stall | None:
     """The stall of an installing node at ``now``, or None; the overall timeout wins ties."""
     if node.state != State.INSTALLING:
         return None

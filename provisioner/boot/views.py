@@ -19,6 +19,7 @@ from provisioner.schemas import BootQuerySchema
 from provisioner.sweeper import StallRules
 
 bp = Blueprint("boot", __name__, description="iPXE boot scripts (node-facing)")
+BOOT_QUERY = BootQuerySchema()
 
 SCRIPT_RESPONSE = {
     "description": "An iPXE script (first line `#!ipxe`)",
@@ -59,7 +60,7 @@ def _boot_mode(platform: str | None) -> str | None:
 def boot():
     """The script a machine should run now, chosen by its lifecycle state."""
     try:
-        args = BootQuerySchema().load(request.args)
+        args = BOOT_QUERY.load(request.args)
     except ValidationError as exc:
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.messages.items())
         return script_response(ipxe.request_error(problems), 400)

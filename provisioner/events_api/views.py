@@ -34,6 +34,7 @@ from provisioner.schemas import NodeSchema
 from provisioner.schemas import ReportSchema
 
 bp = Blueprint("events", __name__, description="Node reports and the event log")
+NODE_SCHEMA = NodeSchema()
 
 
 @bp.route("/api/v1/report", methods=["POST"])
@@ -70,7 +71,7 @@ def report(body: dict[str, Any]):
             now=now(),
             stale=match is TokenMatch.PREVIOUS,
         )
-        response = {"success": True, "data": NodeSchema().dump(node), "message": outcome.message}
+        response = {"success": True, "data": NODE_SCHEMA.dump(node), "message": outcome.message}
         if outcome.event is not None and node_report.client_event_id is not None:
             outcome.event.response = response
     return jsonify(response)

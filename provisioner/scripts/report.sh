@@ -67,7 +67,10 @@ post() {
             ${TOKEN:+-H "Authorization: Bearer $TOKEN"} \
             --data-binary "$1" "$REPORT_URL" 2>/dev/null)
     else
-        output=$(wget -q -O /dev/null -T 20 --header 'Content-Type: application/json' \
+        # No -T: Debian's busybox wget is built without it and crashes when given it.
+        limit=""
+        command -v timeout >/dev/null 2>&1 && limit="timeout 25"
+        output=$($limit wget -q -O /dev/null --header 'Content-Type: application/json' \
             ${TOKEN:+--header "Authorization: Bearer $TOKEN"} \
             --post-data "$1" "$REPORT_URL" 2>&1) && code=200 || {
             code=$(printf '%s' "$output" | sed -n 's/.*HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' | head -n 1)
