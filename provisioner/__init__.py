@@ -13,6 +13,7 @@ from provisioner import cli
 from provisioner import config
 from provisioner import errors
 from provisioner import install_configs
+from provisioner import metrics
 from provisioner import scheduler
 from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.boot.views import bp as boot_bp
@@ -79,6 +80,7 @@ def init_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     api.init_app(app)
     auth.init_app(app)
+    metrics.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))

@@ -177,7 +177,16 @@ def engine_options(settings: Mapping[str, Any], url: str) -> dict[str, Any]:
         "pool_timeout": settings["DATABASE_POOL_TIMEOUT"],
     }
     if url.startswith("postgresql"):
-        options["connect_args"] = {"connect_timeout": settings["DATABASE_CONNECT_TIMEOUT"]}
+        timeout = settings["DATABASE_CONNECT_TIMEOUT"]
+        # libpq: give up on a silent peer (a network split) instead of waiting forever.
+        options["connect_args"] = {
+            "connect_timeout": timeout,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30_000,
+        }
     return options
 
 

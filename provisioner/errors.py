@@ -59,13 +59,21 @@ def handle_validation_error(exc: ValidationError):
 
 #: Words in driver errors that mean "the database cannot be reached or is busy", as opposed
 #: to a bug such as a missing column, which must surface as a 500 and not invite retries.
+#: PostgreSQL's deadlock_detected and serialization_failure.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
 _UNAVAILABLE_HINTS = ("locked", "busy", "connect", "connection", "timeout", "terminat", "closed")
 
 
 def is_unavailable(exc: OperationalError) -> bool:
-    """Tell whether ``exc`` says the database is unreachable or busy (worth a retry)."""
+    """Tell whether ``exc`` says the database is unreachable or busy (worth a retry).
+
+    A deadlock or serialization failure is included on purpose: retrying is the answer.
+    """
     text = str(exc.orig).lower()
-    return exc.connection_invalidated or any(hint in text for hint in _UNAVAILABLE_HINTS)
+    retryable = getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+    return (
+        exc.connection_invalidated or retryable or any(hint in text for hint in _UNAVAILABLE_HINTS)
+    )
 
 
 def handle_operational_error(exc: OperationalError):

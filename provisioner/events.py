@@ -23,6 +23,9 @@ from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeEvent
 
+#: ``session.info`` key listing (type, status) of events recorded in the current transaction.
+PENDING_EVENTS = "provisioner.events"
+
 
 class EventType(StrEnum):
     """Kinds of ``NodeEvent``: seven a node reports, two the server writes."""
@@ -149,6 +152,7 @@ def record_event(
         created_at=now,
     )
     session.add(event)
+    session.info.setdefault(PENDING_EVENTS, []).append((str(event_type), str(status)))
     if not note_on_node:
         return event
     node.last_event_type = event_type

@@ -61,6 +61,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 INSTALL_PROGRESS_ON_ENTRY: dict[State, int] = {State.INSTALLING: 0, State.INSTALLED: 100}
 
 
+#: ``session.info`` key listing (from, to, seconds spent in "from") of the moves made in
+#: the current transaction; observers (metrics) read it once the transaction commits.
+PENDING_TRANSITIONS = "provisioner.transitions"
+
+
 class TransitionError(Exception):
     """Base class for a state change that cannot be made."""
 
@@ -154,6 +159,8 @@ def transition(
     )
     if result.rowcount != 1:
         raise ConcurrentTransition(node.id, current)
+    seconds_in_state = (now - node.state_changed_at).total_seconds()
+    session.info.setdefault(PENDING_TRANSITIONS, []).append((current, target, seconds_in_state))
     for key, value in (("state", target), ("state_changed_at", now), ("updated_at", now)):
         set_committed_value(node, key, value)
     log_metadata = dict(metadata or {})

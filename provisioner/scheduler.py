@@ -7,14 +7,21 @@ timeout count once.
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from flask import Flask
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from provisioner.errors import is_unavailable
 from provisioner.extensions import db
+from provisioner.metrics import SWEEP_DURATION
+from provisioner.metrics import SWEEP_LAST_SUCCESS
 from provisioner.retention import prune_events
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import sweep_stalled_installs
@@ -27,16 +34,29 @@ PRUNE_JOB_ID = "prune_events"
 EXTENSION_KEY = "provisioner.scheduler"
 
 
+@contextmanager
+def _skipped_while_database_unavailable(job: str) -> Iterator[None]:
+    """Log one line instead of a traceback per run while the database is unreachable."""
+    try:
+        yield
+    except (OperationalError, PoolTimeoutError) as exc:
+        if isinstance(exc, OperationalError) and not is_unavailable(exc):
+            raise
+        log.warning("%s skipped: database unavailable: %s", job, getattr(exc, "orig", exc))
+
+
 def run_sweep(app: Flask) -> None:
     """One sweep, in its own app context."""
-    with app.app_context():
+    with _skipped_while_database_unavailable("sweep"), app.app_context():
         clock = app.config.get("CLOCK", utcnow)
-        sweep_stalled_installs(db.session, StallRules.from_config(app.config), clock())
+        result = sweep_stalled_installs(db.session, StallRules.from_config(app.config), clock())
+        SWEEP_DURATION.observe(result.seconds)
+        SWEEP_LAST_SUCCESS.set_to_current_time()
 
 
 def run_prune(app: Flask) -> None:
     """One pruning pass, in its own app context."""
-    with app.app_context():
+    with _skipped_while_database_unavailable("prune"), app.app_context():
         clock = app.config.get("CLOCK", utcnow)
         prune_events(
             db.session,
