@@ -1,0 +1,96 @@
+"""The ``provisioner`` command: thin click wrappers over the domain functions.
+
+One module per command group; this one builds the ``provisioner`` group itself and holds
+the commands that need no app (``serve`` builds its own, ``token`` needs none).
+"""
+
+import os
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup
+
+import provisioner
+from provisioner.cli.jobs import prune_command
+from provisioner.cli.jobs import sweep_command
+from provisioner.cli.nodes import nodes_group
+from provisioner.cli.workflows import workflows_group
+from provisioner.config import ENV_PREFIX
+from provisioner.config import ConfigError
+from provisioner.serve import ServeError
+from provisioner.serve import serve
+from provisioner.tokens import HASH_PREFIX
+from provisioner.tokens import new_token
+from provisioner.tokens import token_hash
+
+
+def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        os.environ[ENV_PREFIX + "CONFIG"] = value
+
+
+CONFIG_OPTION = click.Option(
+    ["--config"],
+    metavar="FILE",
+    help="TOML config file (else $PROVISIONER_CONFIG, else instance/config.toml).",
+    callback=_use_config_file,
+    expose_value=False,
+    is_eager=True,
+)
+
+
+def load_app() -> Flask:
+    """Build the app, turning a configuration problem into a one-line error."""
+    try:
+        return provisioner.create_app()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def register(app: Flask) -> None:
+    """Attach the commands that need an app to ``app.cli``."""
+    for command in (nodes_group, workflows_group, sweep_command, prune_command):
+        app.cli.add_command(command)
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--config", metavar="FILE", callback=_use_config_file, expose_value=False, is_eager=True
+)
+def serve_command(host: str, port: int, threads: int) -> None:
+    """Migrate the database, start the scheduler and serve with waitress."""
+    try:
+        serve(load_app(), host=host, port=port, threads=threads)
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group("token")
+def token_group() -> None:
+    """Operator API tokens."""
+
+
+@token_group.command("new")
+@click.option("--read-only", is_flag=True, help="A token for READ_TOKENS (GET only).")
+def token_new(read_only: bool) -> None:
+    """Print a fresh random token and the config line that enables it (stored hashed)."""
+    token = new_token()
+    key = "READ_TOKENS" if read_only else "API_TOKENS"
+    click.echo(f"token: {token}")
+    click.echo("Keep the token secret; put this line in the config file (it holds only a hash):")
+    click.echo(f'{key} = ["{HASH_PREFIX}{token_hash(token)}"]')
+
+
+main = FlaskGroup(
+    name="provisioner",
+    help="Bare-metal provisioning server.",
+    create_app=load_app,
+    add_version_option=False,
+    load_dotenv=False,
+    params=[CONFIG_OPTION],
+)
+main.add_command(serve_command)
+main.add_command(token_group)
