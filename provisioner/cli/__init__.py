@@ -11,6 +11,8 @@ from flask import Flask
 from flask.cli import FlaskGroup
 
 import provisioner
+from provisioner.cli.events import events_command
+from provisioner.cli.events import stalled_command
 from provisioner.cli.jobs import prune_command
 from provisioner.cli.jobs import sweep_command
 from provisioner.cli.nodes import nodes_group
@@ -49,7 +51,14 @@ def load_app() -> Flask:
 
 def register(app: Flask) -> None:
     """Attach the commands that need an app to ``app.cli``."""
-    for command in (nodes_group, workflows_group, sweep_command, prune_command):
+    for command in (
+        nodes_group,
+        workflows_group,
+        sweep_command,
+        prune_command,
+        events_command,
+        stalled_command,
+    ):
         app.cli.add_command(command)
 
 

@@ -1,11 +1,13 @@
 """``provisioner nodes ...``: list, add, inspect, move, delete and import nodes."""
 
+import csv
 import json
 from typing import Any
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from marshmallow import ValidationError
 
 from provisioner import inventory
 from provisioner import workflows
@@ -16,6 +18,7 @@ from provisioner.lifecycle import TransitionError
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
 from provisioner.nodes_repo import find_by_ref
+from provisioner.schemas import NodeCreateSchema
 from provisioner.schemas import NodeSchema
 from provisioner.schemas import StateLogSchema
 from provisioner.timeutil import utcnow
@@ -45,10 +48,14 @@ def nodes_group() -> None:
 @click.option("--state", help="Only nodes in this state.")
 @click.option("--tag", help="Only nodes with this tag.")
 @click.option("--limit", default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead.")
 @with_appcontext
-def nodes_list(state: str | None, tag: str | None, limit: int) -> None:
+def nodes_list(state: str | None, tag: str | None, limit: int, as_json: bool) -> None:
     """Print a table of nodes."""
     page, total = inventory.list_nodes(db.session, state=state, tag=tag, limit=limit, offset=0)
+    if as_json:
+        _print_json({"data": NodeSchema(many=True).dump(page), "total": total})
+        return
     click.echo(f"{'ID':36}  {'MAC':17}  {'STATE':14}  {'WORKFLOW':20}  HOSTNAME")
     for node in page:
         click.echo(
@@ -117,3 +124,65 @@ def nodes_delete(ref: str, yes: bool) -> None:
             click.confirm(f"Delete node {node.id} ({node.mac_address})?", abort=True)
         db.session.delete(node)
     click.echo(f"deleted node {node.id}")
+
+
+IMPORT_COLUMNS = (
+    "mac_address",
+    "hostname",
+    "workflow_id",
+    "tags",
+    "vendor",
+    "model",
+    "serial_number",
+    "ip_address",
+)
+
+
+def _import_row(row: dict[str, str]) -> dict[str, Any]:
+    """One CSV row as node fields, checked like an API request (tags split on ``;``)."""
+    raw: dict[str, Any] = {key: value.strip() for key, value in row.items() if key and value}
+    unknown = sorted(set(raw) - set(IMPORT_COLUMNS))
+    if unknown:
+        raise ValidationError({unknown[0]: ["Unknown column."]})
+    if "tags" in raw:
+        raw["tags"] = [tag.strip() for tag in raw["tags"].split(";") if tag.strip()]
+    return NodeCreateSchema().load(raw)
+
+
+@nodes_group.command("import")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8"))
+@with_appcontext
+def nodes_import(csv_file) -> None:
+    """Register nodes from a CSV file with a header row.
+
+    Columns: mac_address (required), hostname, workflow_id, tags (separated by ``;``),
+    vendor, model, serial_number, ip_address. Rows that fail are reported and skipped;
+    the exit status is 1 if any did.
+    """
+    rows = list(csv.DictReader(csv_file))
+    problems: list[str] = []
+    created = 0
+    with click.progressbar(rows, label="importing nodes", show_pos=True) as bar:
+        for line, row in enumerate(bar, start=2):
+            try:
+                fields = _import_row(row)
+                with write_transaction(db.session):
+                    inventory.create_node(db.session, fields, _workflow_store(), utcnow())
+                created += 1
+            except ValidationError as exc:
+                problems.append(f"line {line}: {_one_line(exc.messages)}")
+            except InventoryError as exc:
+                problems.append(f"line {line}: {exc}")
+    for problem in problems:
+        click.echo(problem, err=True)
+    click.echo(f"created {created} node(s), skipped {len(problems)}")
+    if problems:
+        raise SystemExit(1)
+
+
+def _one_line(messages: Any) -> str:
+    if isinstance(messages, dict):
+        return "; ".join(f"{key}: {_one_line(value)}" for key, value in messages.items())
+    if isinstance(messages, list):
+        return " ".join(_one_line(item) for item in messages)
+    return str(messages)
