@@ -11,10 +11,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from provisioner import auth
 from provisioner import cli
 from provisioner import config
+from provisioner import dashboard
 from provisioner import errors
 from provisioner import install_configs
 from provisioner import metrics
 from provisioner import scheduler
+from provisioner import webhooks
 from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.boot.views import bp as boot_bp
 from provisioner.database import configure_engine
@@ -57,6 +59,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         settings, app.config["SQLALCHEMY_DATABASE_URI"]
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or config.instance_secret(app.instance_path)
     app.config["WORKFLOWS_DIR"] = os.path.join(app.instance_path, settings["WORKFLOWS_DIR"])
     app.config.update(
         API_TITLE="provisioner",
@@ -81,6 +84,8 @@ def init_extensions(app: Flask) -> None:
     api.init_app(app)
     auth.init_app(app)
     metrics.init_app(app)
+    webhooks.init_app(app)
+    dashboard.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))

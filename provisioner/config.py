@@ -6,7 +6,9 @@ the mapping a test passes to ``create_app``. Every value is checked here, so a b
 start-up with a message naming the key instead of failing later with a traceback.
 """
 
+import json
 import os
+import secrets
 import tomllib
 from collections.abc import Callable
 from collections.abc import Mapping
@@ -75,6 +77,41 @@ def _token_list(value: Any) -> list[str]:
     return value
 
 
+WEBHOOK_EVENTS = {"state_changed", "install_failed", "install_timeout", "stalled"}
+WEBHOOK_FORMATS = {"json", "ntfy", "discord"}
+
+
+def _webhooks(value: Any) -> list[dict[str, Any]]:
+    """``[[WEBHOOKS]]`` tables: url, events, optional secret and format."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError:
+            raise ValueError("expected a JSON list of webhook objects") from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError("expected a list of [[WEBHOOKS]] tables")
+    hooks = []
+    for index, item in enumerate(value):
+        where = f"entry {index + 1}"
+        unknown = set(item) - {"url", "events", "secret", "format"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key {sorted(unknown)[0]}")
+        url = item.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"{where}: url must be an http(s) URL")
+        events = item.get("events", sorted(WEBHOOK_EVENTS))
+        if not isinstance(events, list) or not set(events) <= WEBHOOK_EVENTS or not events:
+            raise ValueError(f"{where}: events must be a list of {sorted(WEBHOOK_EVENTS)}")
+        secret = item.get("secret", "")
+        if not isinstance(secret, str):
+            raise ValueError(f"{where}: secret must be a string")
+        fmt = item.get("format", "json")
+        if fmt not in WEBHOOK_FORMATS:
+            raise ValueError(f"{where}: format must be one of {sorted(WEBHOOK_FORMATS)}")
+        hooks.append({"url": url, "events": list(events), "secret": secret, "format": fmt})
+    return hooks
+
+
 def _report_auth(value: Any) -> str:
     mode = _text(value).lower()
     if mode not in {"token", "open"}:
@@ -103,6 +140,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "API_TOKENS": ([], _token_list),
     "READ_TOKENS": ([], _token_list),
     "REPORT_AUTH": ("token", _report_auth),
+    "WEBHOOKS": ([], _webhooks),
+    "SECRET_KEY": ("", _text),
     "LOG_LEVEL": ("INFO", _log_level),
 }
 
@@ -114,7 +153,8 @@ def parse_value(key: str, value: Any) -> Any:
     try:
         return SETTINGS[key][1](value)
     except ValueError as exc:
-        shown = "<hidden>" if key.endswith("TOKENS") else repr(value)
+        secret = key.endswith("TOKENS") or key in {"SECRET_KEY", "WEBHOOKS"}
+        shown = "<hidden>" if secret else repr(value)
         raise ConfigError(f"config key {key}: {exc} (got {shown})") from None
 
 
@@ -188,6 +228,20 @@ def engine_options(settings: Mapping[str, Any], url: str) -> dict[str, Any]:
             "tcp_user_timeout": 30_000,
         }
     return options
+
+
+def instance_secret(instance_path: str) -> str:
+    """The instance's own secret key, created (mode 0600) on first use.
+
+    Several instances behind one load balancer must share one: set SECRET_KEY instead.
+    """
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def database_uri(url: str, instance_path: str) -> str:
