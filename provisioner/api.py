@@ -6,10 +6,14 @@ cannot drift apart.
 """
 
 import json
+import math
 from typing import Any
 
 from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
+from marshmallow import INCLUDE
+from marshmallow import Schema
+from marshmallow import fields
 from webargs.core import missing
 from webargs.flaskparser import FlaskParser
 from webargs.flaskparser import abort
@@ -32,7 +36,12 @@ class JsonBodyParser(FlaskParser):
             abort(422, messages={"json": {"body": [NOT_JSON_TYPE]}})
         try:
             return _reject_nul(
-                json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+                json.loads(
+                    data,
+                    object_pairs_hook=_unique_keys,
+                    parse_constant=_no_constant,
+                    parse_float=_finite_float,
+                )
             )
         except (ValueError, RecursionError) as exc:
             # json.JSONDecodeError, UnicodeDecodeError, duplicate keys, NaN/Infinity and
@@ -59,10 +68,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _reject_nul(value: Any) -> Any:
-    """Refuse NUL characters anywhere (PostgreSQL cannot store them in text)."""
+    """Refuse text no database can store: NUL characters and lone surrogates (\\ud800)."""
     if isinstance(value, str):
         if "\x00" in value:
             raise _BodyProblem("NUL characters are not allowed in JSON strings.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _BodyProblem(
+                "JSON strings must be valid Unicode (no lone surrogates)."
+            ) from None
     elif isinstance(value, dict):
         for key, item in value.items():
             _reject_nul(key)
@@ -77,14 +92,29 @@ def _no_constant(name: str) -> Any:
     raise _BodyProblem(f"{name} is not a valid JSON number.")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _BodyProblem(f"The number {text[:40]} is out of range.")
+    return number
+
+
 class Blueprint(SmorestBlueprint):
     """A smorest blueprint whose body parser treats malformed JSON as a validation error."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
 
 
+def _string_keys(errors: Any) -> Any:
+    """marshmallow keys list items by index (ints); JSON objects need string keys."""
+    if isinstance(errors, dict):
+        return {str(key): _string_keys(value) for key, value in errors.items()}
+    return errors
+
+
 def flatten_errors(errors: Any) -> Any:
     """Drop webargs' location level (``{"json": {...}}``) so errors name the fields directly."""
+    errors = _string_keys(errors)
     if isinstance(errors, dict) and len(errors) == 1:
         (location,) = errors
         if location in {"json", "query", "form", "headers", "view_args", "path"}:
@@ -105,8 +135,26 @@ def error_message(code_name: str, errors: Any) -> str:
     return "Invalid request: " + ", ".join(parts)
 
 
+class ErrorSchema(Schema):
+    """The body of every error response (documentation; the handler below writes it)."""
+
+    class Meta:
+        unknown = INCLUDE  # a 409 adds current_state, requested_state, valid_transitions
+
+    success = fields.Boolean(metadata={"description": "Always false"})
+    code = fields.Integer(metadata={"description": "HTTP status code"})
+    status = fields.String(metadata={"description": "HTTP status name"})
+    message = fields.String(metadata={"description": "What went wrong, in one line"})
+    errors = fields.Dict(metadata={"description": "Problems per field"})
+    current_state = fields.String()
+    requested_state = fields.String()
+    valid_transitions = fields.List(fields.String())
+
+
 class ProvisionerApi(Api):
     """Api whose error bodies follow the project envelope ``{success: false, code, message}``."""
+
+    ERROR_SCHEMA = ErrorSchema
 
     def handle_http_exception(self, error: HTTPException):
         payload: dict[str, Any] = {"success": False, "code": error.code, "status": error.name}

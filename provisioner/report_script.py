@@ -5,8 +5,8 @@ import shlex
 from functools import cache
 from importlib.resources import files
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{0,128}$")
-_MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$|^$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{0,128}\Z")
+_MAC = re.compile(r"^(([0-9a-f]{2}:){5}[0-9a-f]{2})?\Z")
 
 
 @cache

@@ -3,6 +3,8 @@
 from typing import Any
 
 from flask.views import MethodView
+from marshmallow import Schema
+from marshmallow import fields
 from sqlalchemy import text
 
 from provisioner import inventory
@@ -197,7 +199,14 @@ def get_workflow(workflow_id: str):
     return ok(_workflow_item(entry))
 
 
+class HealthSchema(Schema):
+    status = fields.String(metadata={"enum": ["ok", "unavailable"]})
+    database = fields.String()
+
+
 @bp.route("/health")
+@bp.response(200, HealthSchema)
+@bp.alt_response(503, schema=HealthSchema, description="The database does not answer")
 def health():
     """Liveness and database check: 200 when the database answers, else 503."""
     try:

@@ -14,11 +14,12 @@ from provisioner.macaddr import normalize_mac
 
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
-TAG = r"^[a-z0-9_-]{1,50}$"
-WORKFLOW_ID = r"^[A-Za-z0-9._-]{1,64}$"
-CONFIG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# \Z, not $: "$" also matches before a trailing newline, which would let "web\n" through.
+TAG = r"^[a-z0-9_-]{1,50}\Z"
+WORKFLOW_ID = r"^[A-Za-z0-9._-]{1,64}\Z"
+CONFIG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
 STATES = [state.value for state in State]
 
 
