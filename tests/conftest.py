@@ -1,4 +1,10 @@
-"""Shared fixtures: an app on a fresh SQLite file, its client, its CLI runner and a clock."""
+"""Shared fixtures: an app on each database backend, its client, its CLI runner and a clock.
+
+Every test that uses ``app`` (or ``database_url``) runs twice: on a fresh SQLite file and on
+PostgreSQL (skipped, with the reason, where no server is reachable; see databases.py).
+A test tied to one backend parametrizes ``backend`` itself, e.g.
+``@pytest.mark.parametrize("backend", ["sqlite"])``.
+"""
 
 import os
 from collections.abc import Iterator
@@ -7,6 +13,7 @@ from datetime import datetime
 from datetime import timedelta
 from pathlib import Path
 
+import databases
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -53,12 +60,45 @@ def workflows_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A migrated scratch PostgreSQL database for this session (dropped afterwards)."""
+    admin_url, reason = databases.postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(reason)
+    url = databases.create_scratch_database(admin_url)
+    try:
+        application = create_app({"DATABASE_URL": url})
+        upgrade_database(application)
+        with application.app_context():
+            db.engine.dispose()
+        yield url
+    finally:
+        databases.drop_database(admin_url, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which database the test runs on."""
+    return request.param
+
+
 @pytest.fixture
-def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock) -> dict:
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """An empty, migrated (PostgreSQL) or fresh (SQLite) database for this test."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'provisioner.db'}"
+    url = request.getfixturevalue("postgres_url")
+    databases.empty_database(url)
+    return url
+
+
+@pytest.fixture
+def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock, database_url: str) -> dict:
     """The settings ``app`` is built with; a test may change them before using ``app``."""
     return {
         "TESTING": True,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'provisioner.db'}",
+        "DATABASE_URL": database_url,
         "WORKFLOWS_DIR": str(workflows_dir),
         "SERVER_URL": "http://prov.test:8080",
         "CLOCK": clock,
@@ -70,7 +110,7 @@ def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock) -> dict:
 
 @pytest.fixture
 def app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    """The application on a migrated, empty SQLite file."""
+    """The application on a migrated, empty database."""
     for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
         monkeypatch.delenv(name)
     application = create_app(app_config)

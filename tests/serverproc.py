@@ -4,7 +4,7 @@ End-to-end tests (events, stalled installs, several instances on one database, b
 share this harness. It only uses the standard library on the client side, so what a test
 sees is what a machine or an operator's script would see::
 
-    with start_server(tmp_path, WORKFLOWS_DIR=str(workflows)) as server:
+    with start_server(tmp_path, database_url=database_url, WORKFLOWS_DIR=str(workflows)) as server:
         status, headers, body = server.get("/api/v1/nodes")
 
 Nothing here asserts: a server that does not come up raises ``ServerStartError`` with the
@@ -337,9 +337,20 @@ def sqlite_settings(directory: Path, **settings: Any) -> dict[str, str]:
 
 @contextmanager
 def start_server(
-    directory: Path, *, name: str = "server", threads: int | None = None, **settings: Any
+    directory: Path,
+    *,
+    name: str = "server",
+    threads: int | None = None,
+    database_url: str | None = None,
+    **settings: Any,
 ) -> Iterator[ServerProcess]:
-    """A running server on a SQLite file in ``directory`` (typically ``tmp_path``)."""
+    """A running server on ``database_url``, by default a SQLite file in ``directory``.
+
+    ``directory`` (typically ``tmp_path``) receives the log either way; tests that run on
+    both backends pass the ``database_url`` fixture.
+    """
+    if database_url is not None:
+        settings["DATABASE_URL"] = database_url
     env = sqlite_settings(directory, **settings)
     with ServerProcess(env, directory, name=name, threads=threads) as server:
         yield server

@@ -2,13 +2,13 @@
 
 An unknown machine boots and is discovered; an operator assigns a workflow and moves it to
 pending; its next boot gets the installer (and it is now installing); the boot after that
-goes to the local disk.
+goes to the local disk. The walk runs on SQLite and on PostgreSQL (``database_url``).
 """
 
-import sqlite3
 import time
 from pathlib import Path
 
+import dbcheck
 import pytest
 from alembic.script import ScriptDirectory
 from serverproc import Response
@@ -70,8 +70,10 @@ def node(server: ServerProcess, ref: str = MAC) -> dict:
     return body["data"]
 
 
-def test_unknown_machine_is_discovered_installed_then_boots_locally(tmp_path, workflows_dir):
-    with start_server(tmp_path, WORKFLOWS_DIR=workflows_dir) as server:
+def test_unknown_machine_is_discovered_installed_then_boots_locally(
+    tmp_path, workflows_dir, database_url
+):
+    with start_server(tmp_path, database_url=database_url, WORKFLOWS_DIR=workflows_dir) as server:
         lines = boot(server, MAC_AS_BOOTED)
         discovered = node(server)
         node_id = discovered["id"]
@@ -125,16 +127,23 @@ def test_unknown_machine_is_discovered_installed_then_boots_locally(tmp_path, wo
         assert body["data"][2]["metadata"]["workflow_id"] == WORKFLOW_ID
 
 
-def test_serve_migrates_an_empty_database_and_stops_on_sigterm(tmp_path, workflows_dir):
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_serve_migrates_an_empty_database_and_stops_on_sigterm(
+    tmp_path, workflows_dir, database_url
+):
+    """``serve`` builds the schema in a database file that does not exist yet; SIGTERM stops it.
+
+    SQLite only: it starts from no database at all, and the PostgreSQL scratch database is
+    migrated (by the same ``upgrade_database`` that ``serve`` runs) before any test uses it.
+    """
     database = tmp_path / "provisioner.db"
+    assert database_url == f"sqlite:///{database}"
     assert not database.exists()
-    with start_server(tmp_path, WORKFLOWS_DIR=workflows_dir) as server:
+    with start_server(tmp_path, database_url=database_url, WORKFLOWS_DIR=workflows_dir) as server:
         status, _, body = server.get("/api/v1/nodes")
         assert status == 200, body
         assert (body["success"], body["data"], body["total"]) == (True, [], 0)
-        with sqlite3.connect(database) as connection:
-            versions = connection.execute("SELECT version_num FROM alembic_version").fetchall()
-        connection.close()
+        versions = dbcheck.rows(database_url, "SELECT version_num FROM alembic_version")
         head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
         assert versions == [(head,)]
         assert f"serving on {server.url}/" in server.log_text()

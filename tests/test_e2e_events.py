@@ -3,7 +3,8 @@
 Eight clients report at once for twenty installing nodes (two of them racing to complete the
 same node), and nothing is lost, nothing 5xx, no transition applied twice. Then real ``curl``,
 run the way an installer script runs it, walks one node from boot to active and another
-through three failed installs, with the events API checked after every step.
+through three failed installs, with the events API checked after every step. Each test
+runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
 """
 
 import http.client
@@ -12,7 +13,6 @@ import os
 import random
 import shlex
 import shutil
-import sqlite3
 import subprocess
 import threading
 import time
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import dbcheck
 import pytest
 from serverproc import ServerProcess
 from serverproc import start_server
@@ -180,20 +181,18 @@ class Reporter(threading.Thread):
             return answer.status, raw
 
 
-def count_rows(database: Path, sql: str) -> list[tuple]:
-    connection = sqlite3.connect(database)
-    try:
-        return connection.execute(sql).fetchall()
-    finally:
-        connection.close()
-
-
 @pytest.mark.slow
-def test_concurrent_reports_lose_nothing_and_apply_each_transition_once(tmp_path, workflows_dir):
+def test_concurrent_reports_lose_nothing_and_apply_each_transition_once(
+    tmp_path, workflows_dir, database_url
+):
     started = time.monotonic()
     # Heartbeat pruning off, so every report sent must still be a row at the end.
     with start_server(
-        tmp_path, WORKFLOWS_DIR=workflows_dir, HEARTBEAT_KEEP_PER_NODE=0, **OPEN_REPORTS
+        tmp_path,
+        database_url=database_url,
+        WORKFLOWS_DIR=workflows_dir,
+        HEARTBEAT_KEEP_PER_NODE=0,
+        **OPEN_REPORTS,
     ) as server:
         booted = [number for number in range(NODE_COUNT) if register_installing(server, number)]
 
@@ -254,14 +253,15 @@ def test_concurrent_reports_lose_nothing_and_apply_each_transition_once(tmp_path
     assert "database is locked" not in log
     assert "Traceback" not in log, server.log_tail()
 
-    database = tmp_path / "provisioner.db"
-    by_type = dict(count_rows(database, "SELECT event_type, count(*) FROM node_events GROUP BY 1"))
+    by_type = dict(
+        dbcheck.rows(database_url, "SELECT event_type, count(*) FROM node_events GROUP BY 1")
+    )
     expected = Counter(body["event"] for body, _, _ in answers)
     expected["discovered"] = len(booted)
     assert by_type == dict(expected)
     assert sum(by_type.values()) == THREADS * REPORTS_PER_THREAD + len(booted)
-    installed_logs = count_rows(
-        database,
+    installed_logs = dbcheck.rows(
+        database_url,
         "SELECT node_id, count(*) FROM node_state_logs "
         "WHERE from_state = 'installing' AND to_state = 'installed' GROUP BY 1",
     )
@@ -334,9 +334,13 @@ def curl_needed() -> None:
         pytest.skip("curl is not installed: this test runs the installer's real curl commands")
 
 
-def test_curl_drives_a_node_from_boot_to_active(tmp_path, workflows_dir, curl_needed):
+def test_curl_drives_a_node_from_boot_to_active(
+    tmp_path, workflows_dir, database_url, curl_needed
+):
     mac = mac_of(1000)
-    with start_server(tmp_path, WORKFLOWS_DIR=workflows_dir, **OPEN_REPORTS) as server:
+    with start_server(
+        tmp_path, database_url=database_url, WORKFLOWS_DIR=workflows_dir, **OPEN_REPORTS
+    ) as server:
         assert lines_end_with_exit(curl_boot(server, mac))
         assert node(server, mac)["state"] == "discovered"
         assert_newest_event(server, mac, 1, event_type="discovered")
@@ -418,10 +422,14 @@ def test_curl_drives_a_node_from_boot_to_active(tmp_path, workflows_dir, curl_ne
         assert history["data"][-1]["metadata"] == first_boot["event_metadata"]
 
 
-def test_curl_reports_three_failed_installs(tmp_path, workflows_dir, curl_needed):
+def test_curl_reports_three_failed_installs(tmp_path, workflows_dir, database_url, curl_needed):
     mac = mac_of(1001)
     with start_server(
-        tmp_path, WORKFLOWS_DIR=workflows_dir, MAX_INSTALL_ATTEMPTS=3, **OPEN_REPORTS
+        tmp_path,
+        database_url=database_url,
+        WORKFLOWS_DIR=workflows_dir,
+        MAX_INSTALL_ATTEMPTS=3,
+        **OPEN_REPORTS,
     ) as server:
         curl_boot(server, mac)
         assign_and_queue(server, mac)

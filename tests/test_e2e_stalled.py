@@ -4,6 +4,7 @@ A node is booted into ``installing`` and then says nothing. With a 3-second time
 sweep every half second the server must notice on its own: an ``install_timeout`` event, the
 node back in ``pending`` and listed in the stalled feed; after the third timeout it is
 ``install_failed``. Polling here waits for a real background job, not for a fake clock.
+It runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
 """
 
 import time
@@ -123,10 +124,11 @@ def check_listed(server: ServerProcess, timeouts: int) -> dict:
     return item
 
 
-def test_silent_install_times_out_three_times_then_fails(tmp_path, workflows_dir):
+def test_silent_install_times_out_three_times_then_fails(tmp_path, workflows_dir, database_url):
     started = time.monotonic()
     with start_server(
         tmp_path,
+        database_url=database_url,
         WORKFLOWS_DIR=workflows_dir,
         INSTALL_TIMEOUT_MINUTES=TIMEOUT_MINUTES,
         SWEEP_INTERVAL_SECONDS=SWEEP_SECONDS,

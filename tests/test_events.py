@@ -1,8 +1,8 @@
 """Node reports and their effect: every event from every state, retries, legacy fields, facts."""
 
 import itertools
-import sqlite3
 
+import dbcheck
 import pytest
 
 MAC = "52:54:00:12:34:56"
@@ -469,7 +469,7 @@ def test_boot_auto_registration_writes_a_discovered_event(client):
     assert get_node(client, "52:54:00:99:88:77")["last_event"]["type"] == "discovered"
 
 
-def test_deleting_a_node_deletes_its_events(client, app_config):
+def test_deleting_a_node_deletes_its_events(app, client):
     """Events go with their node; other nodes' events stay."""
     node = node_in(client, "installing")
     other = node_in(client, "active", mac="52:54:00:00:00:02")
@@ -480,8 +480,6 @@ def test_deleting_a_node_deletes_its_events(client, app_config):
     response = client.delete(f"/api/v1/nodes/{node['id']}")
     assert response.status_code == 200, response.json
 
-    path = app_config["DATABASE_URL"].removeprefix("sqlite:///")
-    with sqlite3.connect(path) as connection:
-        rows = connection.execute("SELECT node_id FROM node_events").fetchall()
+    rows = dbcheck.rows(app.config["SQLALCHEMY_DATABASE_URI"], "SELECT node_id FROM node_events")
     assert rows == [(other["id"],)]
     assert client.get(f"/api/v1/nodes/{node['id']}/events").status_code == 404

@@ -1,18 +1,21 @@
 """The database: migrations without drift, SQLite pragmas, cascades and UTC timestamps."""
 
 import os
-import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
 from pathlib import Path
 
+import databases
+import dbcheck
 import pytest
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import StatementError
 
 from provisioner.database import write_transaction
@@ -28,10 +31,29 @@ from provisioner.timeutil import utcnow
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
 
 
-def run_db_command(tmp_path: Path, database: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run ``provisioner db ...`` against ``database`` with no other settings."""
+@pytest.fixture
+def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database without any schema: a new SQLite file, or a new PostgreSQL database.
+
+    Not the session's scratch database, which is already migrated (and shared).
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.db'}"
+        return
+    admin_url, reason = databases.postgres_admin_url()
+    if admin_url is None:
+        pytest.skip(reason)
+    url = databases.create_scratch_database(admin_url)
+    try:
+        yield url
+    finally:
+        databases.drop_database(admin_url, url)
+
+
+def run_db_command(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``provisioner db ...`` against ``database_url`` with no other settings."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
-    environ["PROVISIONER_DATABASE_URL"] = f"sqlite:///{database}"
+    environ["PROVISIONER_DATABASE_URL"] = database_url
     return subprocess.run(
         [str(PROVISIONER_SCRIPT), "db", *args],
         cwd=tmp_path,
@@ -42,51 +64,46 @@ def run_db_command(tmp_path: Path, database: Path, *args: str) -> subprocess.Com
     )
 
 
-def table_names(database: Path) -> set[str]:
-    """The tables in a SQLite file (SQLite's own ``sqlite_*`` aside), read with the driver."""
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' "
-            "ESCAPE '!'"
-        )
-        return {name for (name,) in rows}
-
-
-def test_upgrade_on_empty_file_then_check_shows_no_drift(tmp_path):
+def test_upgrade_on_empty_database_then_check_shows_no_drift(tmp_path, empty_database_url):
     """``db upgrade`` builds the schema; ``db check`` then finds nothing to migrate."""
-    database = tmp_path / "fresh.db"
-    upgrade = run_db_command(tmp_path, database, "upgrade")
+    url = empty_database_url
+    upgrade = run_db_command(tmp_path, url, "upgrade")
     assert upgrade.returncode == 0, upgrade.stderr
-    assert {"nodes", "node_tags", "node_state_logs", "alembic_version"} <= table_names(database)
-    check = run_db_command(tmp_path, database, "check")
+    tables = {"nodes", "node_tags", "node_state_logs", "node_events", "alembic_version"}
+    assert tables <= dbcheck.table_names(url)
+    check = run_db_command(tmp_path, url, "check")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
 
-def test_check_on_an_empty_file_reports_drift(tmp_path):
+def test_check_on_an_empty_database_reports_drift(tmp_path, empty_database_url):
     """``db check`` does fail when the schema is missing, so the test above means something."""
-    database = tmp_path / "empty.db"
-    run_db_command(tmp_path, database, "upgrade")
-    downgrade = run_db_command(tmp_path, database, "downgrade", "base")
+    url = empty_database_url
+    run_db_command(tmp_path, url, "upgrade")
+    downgrade = run_db_command(tmp_path, url, "downgrade", "base")
     assert downgrade.returncode == 0, downgrade.stderr
-    assert table_names(database) <= {"alembic_version"}
-    check = run_db_command(tmp_path, database, "check")
+    assert dbcheck.table_names(url) <= {"alembic_version"}
+    check = run_db_command(tmp_path, url, "check")
     assert check.returncode != 0
 
 
-def test_upgrade_is_repeatable(tmp_path):
+def test_upgrade_is_repeatable(tmp_path, empty_database_url):
     """Running ``db upgrade`` on an up-to-date database changes nothing and succeeds."""
-    database = tmp_path / "twice.db"
-    assert run_db_command(tmp_path, database, "upgrade").returncode == 0
-    again = run_db_command(tmp_path, database, "upgrade")
+    url = empty_database_url
+    assert run_db_command(tmp_path, url, "upgrade").returncode == 0
+    again = run_db_command(tmp_path, url, "upgrade")
     assert again.returncode == 0, again.stderr
 
 
 # -- SQLite connection settings -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_sqlite_pragmas_are_set_on_every_connection(app):
-    """Foreign keys on, WAL journal and a busy timeout, on a newly opened connection."""
+    """Foreign keys on, WAL journal and a busy timeout, on a newly opened connection.
+
+    SQLite only: PRAGMAs are SQLite's; PostgreSQL enforces foreign keys and has no such knobs.
+    """
     with app.app_context():
         db.engine.dispose()
         with db.engine.connect() as connection:
@@ -157,7 +174,7 @@ def test_orm_delete_removes_logs_and_tags(app, clock):
 def test_state_log_for_a_missing_node_is_refused(app, clock):
     """Foreign keys are enforced: a log row cannot point at no node."""
     with app.app_context():
-        with pytest.raises(Exception, match="FOREIGN KEY"):
+        with pytest.raises(IntegrityError, match="(?i)foreign key"):
             with write_transaction(db.session):
                 db.session.add(
                     NodeStateLog(
@@ -195,8 +212,12 @@ def test_stored_timestamp_comes_back_aware_utc(app):
         assert read.created_at < utcnow()
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_stored_timestamp_is_naive_utc_text_in_sqlite(app):
-    """On SQLite the column holds the UTC wall time, so text ordering is time ordering."""
+    """On SQLite the column holds the UTC wall time, so text ordering is time ordering.
+
+    SQLite only: it is about SQLite's storage format; PostgreSQL's is the test below.
+    """
     written = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
     with app.app_context():
         with write_transaction(db.session):
@@ -213,6 +234,42 @@ def test_stored_timestamp_is_naive_utc_text_in_sqlite(app):
         ).scalar()
         db.session.rollback()
     assert str(raw).startswith("2026-03-02 04:30:00")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_stored_timestamp_is_timestamptz_in_postgresql(app):
+    """On PostgreSQL the column holds the instant; it reads back UTC in any session time zone.
+
+    PostgreSQL only: the counterpart of the SQLite storage test above.
+    """
+    written = datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    with app.app_context():
+        with write_transaction(db.session):
+            node = Node(
+                mac_address="52:54:00:00:00:03",
+                state=State.DISCOVERED,
+                created_at=written,
+                updated_at=written,
+                state_changed_at=written,
+            )
+            db.session.add(node)
+        db.session.expunge_all()
+        db.session.execute(text("SET TIME ZONE 'Asia/Tokyo'"))  # undone by the rollback
+        column_type = db.session.scalar(
+            text(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_name = 'nodes' AND column_name = 'created_at'"
+            )
+        )
+        utc_wall_time = db.session.scalar(
+            text("SELECT created_at AT TIME ZONE 'UTC' FROM nodes WHERE id = :id"), {"id": node.id}
+        )
+        read = db.session.get(Node, node.id).created_at
+        db.session.rollback()
+    assert column_type == "timestamp with time zone"
+    assert utc_wall_time == datetime(2026, 3, 2, 4, 30)
+    assert read == written
+    assert read.utcoffset() == timedelta(0)
 
 
 def test_naive_timestamp_is_refused(app):

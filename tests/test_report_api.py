@@ -1,8 +1,8 @@
 """``POST /api/v1/report`` as a contract: errors write nothing, retries are idempotent."""
 
 import json
-import sqlite3
 
+import dbcheck
 import pytest
 
 MAC = "52:54:00:aa:bb:01"
@@ -29,13 +29,12 @@ def node(client) -> dict:
 
 
 @pytest.fixture
-def rows(app_config):
-    """Count the rows of a table in the app's SQLite file, read directly."""
-    path = app_config["DATABASE_URL"].removeprefix("sqlite:///")
+def rows(app):
+    """Count the committed rows of a table in the app's database, read directly."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
 
     def count(table: str) -> int:
-        with sqlite3.connect(path) as connection:
-            return connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return dbcheck.count_rows(url, table)
 
     return count
 
