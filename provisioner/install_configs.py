@@ -8,10 +8,12 @@ attribute tricks), and a misspelt variable is an error, never an empty string.
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from jinja2 import FileSystemLoader
 from jinja2 import StrictUndefined
 from jinja2 import TemplateError
+from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from provisioner.workflows import Workflow
@@ -23,10 +25,21 @@ class ConfigNotFound(WorkflowError):
     """The workflow has no install config of that name."""
 
 
+class ConfinedLoader(FileSystemLoader):
+    """A ``FileSystemLoader`` that also refuses symlinks leading out of its directory."""
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Any]:
+        source, filename, uptodate = super().get_source(environment, template)
+        root = Path(self.searchpath[0]).resolve()
+        if not Path(filename).resolve().is_relative_to(root):
+            raise TemplateNotFound(template)
+        return source, filename, uptodate
+
+
 def environment(directory: Path) -> ImmutableSandboxedEnvironment:
     """A sandboxed Jinja2 environment that loads templates from the workflows directory."""
     return ImmutableSandboxedEnvironment(
-        loader=FileSystemLoader(str(directory)),
+        loader=ConfinedLoader(str(directory)),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

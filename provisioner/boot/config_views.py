@@ -1,5 +1,7 @@
 """Node-facing installer support: rendered install configs and the report helper script."""
 
+import re
+
 from flask import Response
 from flask import current_app
 from flask import request
@@ -20,10 +22,13 @@ from provisioner.report_tokens import match_report_token
 from provisioner.report_tokens import presented_token
 from provisioner.workflows import WorkflowError
 
+TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
 TEXT_RESPONSE = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 
 def _render(ref: str, name: str, token: str | None) -> Response:
+    if token is not None and not TOKEN_SHAPE.match(token):
+        token = None  # never let an arbitrary string into a rendered shell script
     node = find_by_ref(db.session, ref)
     if current_app.config["REPORT_AUTH"] == "token":
         if match_report_token(node, token) is not TokenMatch.CURRENT:
