@@ -8,6 +8,7 @@ start-up with a message naming the key instead of failing later with a traceback
 
 import json
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Callable
@@ -70,7 +71,8 @@ def _token_list(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ValueError("expected a list of token strings")
     for item in value:
-        if item.startswith("sha256:") and len(item) != len("sha256:") + 64:
+        digest = item.removeprefix("sha256:")
+        if item.startswith("sha256:") and not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             raise ValueError("a sha256: token must be followed by 64 hex digits")
         if not item.startswith("sha256:") and len(item) < 16:
             raise ValueError("tokens must be at least 16 characters")
@@ -141,6 +143,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "READ_TOKENS": ([], _token_list),
     "REPORT_AUTH": ("token", _report_auth),
     "WEBHOOKS": ([], _webhooks),
+    "WEBHOOK_INTERVAL_SECONDS": (5.0, _number(float, 0, above=True)),
+    "WEBHOOK_RETRY_SECONDS": (10.0, _number(float, 0, above=True)),
     "SECRET_KEY": ("", _text),
     "LOG_LEVEL": ("INFO", _log_level),
 }
