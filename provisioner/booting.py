@@ -17,11 +17,11 @@ from provisioner import ipxe
 from provisioner.database import write_transaction
 from provisioner.events import EventType
 from provisioner.events import record_event
+from provisioner.inventory import add_discovered_node
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import transition
 from provisioner.models import Node
-from provisioner.models import NodeStateLog
 from provisioner.nodes_repo import find_node
 from provisioner.nodes_repo import peek_node
 from provisioner.report_tokens import install_report_token
@@ -137,29 +137,15 @@ def _record_sighting(node: Node, request: BootRequest, now: datetime) -> None:
 
 def register_node(session: Session, request: BootRequest, now: datetime) -> Node:
     """Create a ``discovered`` node for a machine seen for the first time."""
-    node = Node(
+    node = add_discovered_node(
+        session,
+        now,
+        triggered_by=Trigger.BOOT,
+        comment="registered by boot",
         mac_address=request.mac,
         hostname=request.hostname,
-        state=State.DISCOVERED,
-        install_attempts=0,
-        created_at=now,
-        updated_at=now,
-        state_changed_at=now,
-        last_seen_at=now,
     )
     _record_sighting(node, request, now)
-    session.add(node)
-    session.flush()
-    session.add(
-        NodeStateLog(
-            node_id=node.id,
-            from_state=None,
-            to_state=State.DISCOVERED,
-            triggered_by=Trigger.BOOT,
-            comment="registered by boot",
-            created_at=now,
-        )
-    )
     record_event(
         session,
         node,

@@ -45,6 +45,17 @@ def create_node(
             "mac_address", f"A node with MAC {fields['mac_address']} already exists", 409
         )
     tags = fields.pop("tags", [])
+    node = add_discovered_node(
+        session, now, triggered_by=Trigger.ADMIN, comment="registered by operator", **fields
+    )
+    node.tag_rows = [NodeTag(tag=tag) for tag in sorted(set(tags))]
+    return node
+
+
+def add_discovered_node(
+    session: Session, now: datetime, *, triggered_by: str, comment: str, **fields: Any
+) -> Node:
+    """Insert a new node in state ``discovered`` with the first entry of its state log."""
     node = Node(
         **fields,
         state=State.DISCOVERED,
@@ -53,7 +64,6 @@ def create_node(
         updated_at=now,
         state_changed_at=now,
     )
-    node.tag_rows = [NodeTag(tag=tag) for tag in sorted(set(tags))]
     session.add(node)
     session.flush()
     session.add(
@@ -61,8 +71,8 @@ def create_node(
             node_id=node.id,
             from_state=None,
             to_state=State.DISCOVERED,
-            triggered_by=Trigger.ADMIN,
-            comment="registered by operator",
+            triggered_by=triggered_by,
+            comment=comment,
             created_at=now,
         )
     )

@@ -13,12 +13,14 @@ from provisioner.context import now
 from provisioner.context import peer_ip
 from provisioner.database import write_transaction
 from provisioner.events import EventType
+from provisioner.events import Outcome
 from provisioner.events import Report
 from provisioner.events import apply_report
 from provisioner.events import find_replayed
 from provisioner.events import report_from_body
 from provisioner.extensions import db
 from provisioner.metrics import REPORTS_REJECTED
+from provisioner.models import Node
 from provisioner.nodes.views import get_node_or_404
 from provisioner.nodes_repo import find_by_ref
 from provisioner.nodes_repo import find_node
@@ -37,6 +39,34 @@ bp = Blueprint("events", __name__, description="Node reports and the event log")
 NODE_SCHEMA = NodeSchema()
 
 
+def _reporting_node(node: Node | None, not_found: str) -> tuple[Node, TokenMatch | None]:
+    """The node a report is for, if the request may report for it (token mode: its token).
+
+    A bad token is refused before the node's existence is told, so a 401 reveals nothing.
+    """
+    match = None
+    if current_app.config["REPORT_AUTH"] == "token":
+        match = match_report_token(node, presented_token(request))
+        if match is TokenMatch.NONE:
+            REPORTS_REJECTED.labels(reason="token").inc()
+            fail(401, "Missing or invalid report token for this node")
+    if node is None:
+        fail(404, not_found)
+    return node, match  # type: ignore[return-value]
+
+
+def _apply(node: Node, node_report: Report, match: TokenMatch | None) -> Outcome:
+    return apply_report(
+        db.session,
+        node,
+        node_report,
+        peer_ip=peer_ip(),
+        max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
+        now=now(),
+        stale=match is TokenMatch.PREVIOUS,
+    )
+
+
 @bp.route("/api/v1/report", methods=["POST"])
 @bp.arguments(ReportSchema)
 @bp.response(200, NodeEnvelope)
@@ -50,27 +80,15 @@ def report(body: dict[str, Any]):
     the first response again and writes nothing.
     """
     node_report = report_from_body(body)
-    token_mode = current_app.config["REPORT_AUTH"] == "token"
     with write_transaction(db.session):
-        node = find_node(db.session, body["mac_address"], for_update=True)
-        match = match_report_token(node, presented_token(request)) if token_mode else None
-        if match is TokenMatch.NONE:
-            REPORTS_REJECTED.labels(reason="token").inc()
-            fail(401, "Missing or invalid report token for this node")
-        if node is None:
-            fail(404, f"No node with MAC address {body['mac_address']}")
+        node, match = _reporting_node(
+            find_node(db.session, body["mac_address"], for_update=True),
+            f"No node with MAC address {body['mac_address']}",
+        )
         replayed = find_replayed(db.session, node, node_report.client_event_id)
         if replayed is not None:
             return jsonify(replayed.response)
-        outcome = apply_report(
-            db.session,
-            node,
-            node_report,
-            peer_ip=peer_ip(),
-            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
-            now=now(),
-            stale=match is TokenMatch.PREVIOUS,
-        )
+        outcome = _apply(node, node_report, match)
         response = {"success": True, "data": NODE_SCHEMA.dump(node), "message": outcome.message}
         if outcome.event is not None and node_report.client_event_id is not None:
             outcome.event.response = response
@@ -102,24 +120,11 @@ def phone_home(ref: str):
         message="cloud-init phone_home",
         metadata=fields,
     )
-    token_mode = current_app.config["REPORT_AUTH"] == "token"
     with write_transaction(db.session):
-        node = find_by_ref(db.session, ref, for_update=True)
-        match = match_report_token(node, presented_token(request)) if token_mode else None
-        if match is TokenMatch.NONE:
-            REPORTS_REJECTED.labels(reason="token").inc()
-            fail(401, "Missing or invalid report token for this node")
-        if node is None:
-            fail(404, f"Node {ref[:80]!r} not found")
-        outcome = apply_report(
-            db.session,
-            node,
-            node_report,
-            peer_ip=peer_ip(),
-            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
-            now=now(),
-            stale=match is TokenMatch.PREVIOUS,
+        node, match = _reporting_node(
+            find_by_ref(db.session, ref, for_update=True), f"Node {ref[:80]!r} not found"
         )
+        outcome = _apply(node, node_report, match)
     return {"success": True, "data": node, "message": outcome.message}
 
 
