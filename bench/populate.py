@@ -63,3 +63,34 @@ def add_nodes(
     connection.commit()
     connection.close()
     return [row[1] for row in rows]
+
+
+def add_pending_nodes(database: Path, count: int, *, workflow_id: str) -> list[str]:
+    """Insert ``count`` pending nodes with a workflow (a fresh episode each); return MACs."""
+    now = datetime.now(UTC)
+    connection = sqlite3.connect(database)
+    rows = [
+        (
+            str(uuid.uuid4()),
+            mac_of(index),
+            f"node-{index}",
+            "pending",
+            workflow_id,
+            0,
+            0,
+            stamp(now),
+            stamp(now),
+            stamp(now),
+            stamp(now),
+        )
+        for index in range(count)
+    ]
+    connection.executemany(
+        "INSERT INTO nodes (id, mac_address, hostname, state, workflow_id, install_attempts,"
+        " install_timeouts, created_at, updated_at, state_changed_at, episode_started_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        rows,
+    )
+    connection.commit()
+    connection.close()
+    return [row[1] for row in rows]

@@ -4,7 +4,6 @@ from sqlalchemy import Row
 from sqlalchemy import bindparam
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm import selectinload
 
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
@@ -27,7 +26,7 @@ def find_node(session: Session, mac: str, *, for_update: bool = False) -> Node |
     query = select(Node).where(Node.mac_address == mac)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
-    return session.scalars(query.options(selectinload(Node.tag_rows))).one_or_none()
+    return session.scalars(query).one_or_none()
 
 
 def find_by_ref(session: Session, ref: str, *, for_update: bool = False) -> Node | None:

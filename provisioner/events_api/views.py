@@ -68,7 +68,7 @@ def _apply(node: Node, node_report: Report, match: TokenMatch | None) -> Outcome
 
 
 @bp.route("/api/v1/report", methods=["POST"])
-@bp.arguments(ReportSchema)
+@bp.arguments(ReportSchema())
 @bp.response(200, NodeEnvelope)
 @bp.alt_response(404, description="No node has this MAC address (open report mode)")
 @bp.alt_response(401, description="Missing or invalid report token (token mode)")
@@ -129,7 +129,7 @@ def phone_home(ref: str):
 
 
 @bp.route("/api/v1/nodes/<ref>/events")
-@bp.arguments(NodeEventsQuerySchema, location="query")
+@bp.arguments(NodeEventsQuerySchema(), location="query")
 @bp.response(200, EventListEnvelope)
 def node_events(args: dict[str, Any], ref: str):
     """A node's events, newest first."""
@@ -145,7 +145,7 @@ def node_events(args: dict[str, Any], ref: str):
 
 
 @bp.route("/api/v1/events")
-@bp.arguments(EventStreamQuerySchema, location="query")
+@bp.arguments(EventStreamQuerySchema(), location="query")
 @bp.response(200, EventStreamSchema)
 def event_stream(args: dict[str, Any]):
     """Events across all nodes after a cursor, oldest first; follow with ``next_cursor``."""

@@ -14,7 +14,7 @@ from provisioner.sweeper import StallRules
 
 
 @bp.route("/api/v1/nodes/stalled")
-@bp.arguments(StalledQuerySchema, location="query")
+@bp.arguments(StalledQuerySchema(), location="query")
 @bp.response(200, StalledFeedSchema)
 def stalled(args: dict[str, Any]):
     """Nodes stalled now, or whose current provisioning episode timed out; oldest first."""

@@ -55,7 +55,7 @@ def inventory_error(exc: InventoryError) -> None:
 
 @bp.route("/api/v1/nodes")
 class Nodes(MethodView):
-    @bp.arguments(NodeListQuerySchema, location="query")
+    @bp.arguments(NodeListQuerySchema(), location="query")
     @bp.response(200, NodeListEnvelope)
     def get(self, args: dict[str, Any]):
         """List nodes, filtered by state or tag."""
@@ -68,7 +68,7 @@ class Nodes(MethodView):
         )
         return {"success": True, "data": page, "total": total}
 
-    @bp.arguments(NodeCreateSchema)
+    @bp.arguments(NodeCreateSchema())
     @bp.response(201, NodeEnvelope)
     def post(self, fields: dict[str, Any]):
         """Register a node by hand (state ``discovered``)."""
@@ -87,7 +87,7 @@ class NodeItem(MethodView):
         """Show one node, by id or MAC address."""
         return ok(get_node_or_404(ref))
 
-    @bp.arguments(NodeUpdateSchema)
+    @bp.arguments(NodeUpdateSchema())
     @bp.response(200, NodeEnvelope)
     def patch(self, fields: dict[str, Any], ref: str):
         """Change a node's workflow, hostname or hardware facts."""
@@ -109,7 +109,7 @@ class NodeItem(MethodView):
 
 
 @bp.route("/api/v1/nodes/<ref>/state", methods=["PATCH"])
-@bp.arguments(StateChangeSchema)
+@bp.arguments(StateChangeSchema())
 @bp.response(200, NodeEnvelope)
 def change_state(args: dict[str, Any], ref: str):
     """Move a node to another state (409 with ``valid_transitions`` when not allowed)."""
@@ -146,7 +146,7 @@ def state_history(ref: str):
 
 
 @bp.route("/api/v1/nodes/<ref>/tags", methods=["POST"])
-@bp.arguments(TagsSchema)
+@bp.arguments(TagsSchema())
 @bp.response(200, NodeEnvelope)
 def add_tags(args: dict[str, Any], ref: str):
     """Add tags to a node."""
