@@ -28,7 +28,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[min(len(values) - 1, int(fraction * len(values)))]
 
 
-Request = Callable[[int, int], tuple[str, str, bytes | None]]
+Request = Callable[[int, int], tuple]  # (method, path, body[, extra headers])
 
 
 def run_load(
@@ -45,9 +45,10 @@ def run_load(
         statuses: dict[int, int] = {}
         errors = 0
         while not stop.is_set():
-            method, path, body = make_request(index, count)
+            method, path, body, *extra = make_request(index, count)
             count += 1
             headers = {"Content-Type": "application/json"} if body is not None else {}
+            headers.update(extra[0] if extra else {})
             began = time.perf_counter()
             try:
                 connection.request(method, path, body=body, headers=headers)

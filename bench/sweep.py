@@ -13,6 +13,7 @@ from bench.load import percentile
 from bench.load import report_body
 from bench.load import run_load
 from bench.populate import add_nodes
+from bench.populate import bench_token
 from provisioner.timeutil import utcnow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -50,8 +51,14 @@ def run(workdir: Path, *, nodes: int = 100_000, stalled: int = 10_000, threads: 
         started = time.perf_counter()
 
         def heartbeat(worker: int, n: int):
-            mac = active[(worker * 7919 + n * 104729) % len(active)]
-            return "POST", "/api/v1/report", report_body(mac, "heartbeat")
+            index = (worker * 7919 + n * 104729) % len(active)
+            body = report_body(active[index], "heartbeat")
+            return (
+                "POST",
+                "/api/v1/report",
+                body,
+                {"Authorization": f"Bearer {bench_token(index)}"},
+            )
 
         loader = threading.Thread(
             target=lambda: results.append(

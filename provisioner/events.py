@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioner.database import order_event_ids
+from provisioner.lifecycle import PENDING_CHANGES
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import record_install_failure
@@ -153,6 +154,7 @@ def record_event(
     )
     session.add(event)
     session.info.setdefault(PENDING_EVENTS, []).append((str(event_type), str(status)))
+    session.info.setdefault(PENDING_CHANGES, []).append(event)
     if not note_on_node:
         return event
     node.last_event_type = event_type

@@ -65,6 +65,10 @@ INSTALL_PROGRESS_ON_ENTRY: dict[State, int] = {State.INSTALLING: 0, State.INSTAL
 #: the current transaction; observers (metrics) read it once the transaction commits.
 PENDING_TRANSITIONS = "provisioner.transitions"
 
+#: ``session.info`` key listing the ``NodeStateLog`` and ``NodeEvent`` rows added in the
+#: current transaction, in order; the webhook outbox turns them into deliveries at commit.
+PENDING_CHANGES = "provisioner.changes"
+
 
 class TransitionError(Exception):
     """Base class for a state change that cannot be made."""
@@ -176,6 +180,7 @@ def transition(
         created_at=now,
     )
     session.add(entry)
+    session.info.setdefault(PENDING_CHANGES, []).append(entry)
     return entry
 
 

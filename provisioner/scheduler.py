@@ -1,9 +1,9 @@
-"""The in-process APScheduler 3 jobs: the stalled-install sweep and daily event pruning.
+"""The in-process APScheduler 3 jobs: the stalled-install sweep, event pruning, webhooks.
 
 ``create_app`` builds the scheduler with its jobs but never starts it: only ``provisioner
 serve`` and ``wsgi.py`` do, because the factory also runs for CLI commands and tests. Every
 instance of a multi-instance deployment runs the jobs; the sweep's guarded updates make each
-timeout count once.
+timeout count once, and webhook deliveries are claimed with ``SKIP LOCKED``.
 """
 
 import logging
@@ -26,11 +26,15 @@ from provisioner.retention import prune_events
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import sweep_stalled_installs
 from provisioner.timeutil import utcnow
+from provisioner.webhook_delivery import DeliverySettings
+from provisioner.webhook_delivery import deliver_due
+from provisioner.webhooks import SENDER_KEY
 
 log = logging.getLogger(__name__)
 
 SWEEP_JOB_ID = "sweep_stalled_installs"
 PRUNE_JOB_ID = "prune_events"
+WEBHOOK_JOB_ID = "deliver_webhooks"
 EXTENSION_KEY = "provisioner.scheduler"
 
 
@@ -66,8 +70,19 @@ def run_prune(app: Flask) -> None:
         )
 
 
+def run_webhook_delivery(app: Flask) -> None:
+    """One pass over the webhook outbox, in its own app context."""
+    with _skipped_while_database_unavailable("webhook delivery"), app.app_context():
+        deliver_due(
+            db.session,
+            DeliverySettings.from_config(app.config),
+            app.config.get("CLOCK", utcnow),
+            app.extensions[SENDER_KEY],
+        )
+
+
 def build_scheduler(app: Flask) -> BackgroundScheduler:
-    """A scheduler holding both jobs, not started."""
+    """A scheduler holding the jobs (webhook delivery only with receivers), not started."""
     scheduler = BackgroundScheduler(
         timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
@@ -88,6 +103,14 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
         args=[app],
         next_run_time=started + timedelta(minutes=5),
     )
+    if app.config["WEBHOOKS"]:
+        scheduler.add_job(
+            run_webhook_delivery,
+            "interval",
+            seconds=app.config["WEBHOOK_INTERVAL_SECONDS"],
+            id=WEBHOOK_JOB_ID,
+            args=[app],
+        )
     return scheduler
 
 
@@ -100,6 +123,12 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
         app.config["SWEEP_INTERVAL_SECONDS"],
         app.config["INSTALL_TIMEOUT_MINUTES"],
     )
+    if app.config["WEBHOOKS"]:
+        log.info(
+            "webhooks: %d receiver(s), outbox sent every %gs",
+            len(app.config["WEBHOOKS"]),
+            app.config["WEBHOOK_INTERVAL_SECONDS"],
+        )
     return scheduler
 
 

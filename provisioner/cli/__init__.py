@@ -16,6 +16,7 @@ from provisioner.cli.events import stalled_command
 from provisioner.cli.jobs import prune_command
 from provisioner.cli.jobs import sweep_command
 from provisioner.cli.nodes import nodes_group
+from provisioner.cli.webhooks import webhooks_group
 from provisioner.cli.workflows import workflows_group
 from provisioner.config import ENV_PREFIX
 from provisioner.config import ConfigError
@@ -58,6 +59,7 @@ def register(app: Flask) -> None:
         prune_command,
         events_command,
         stalled_command,
+        webhooks_group,
     ):
         app.cli.add_command(command)
 
