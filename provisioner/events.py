@@ -119,6 +119,18 @@ def report_from_body(body: dict[str, Any]) -> Report:
     )
 
 
+def add_event(session: Session, event: NodeEvent) -> NodeEvent:
+    """Add an event row and tell the commit's observers (metrics, webhooks) about it.
+
+    The node's ``last_event_*`` columns are the caller's to set (``record_event`` does).
+    """
+    order_event_ids(session)
+    session.add(event)
+    session.info.setdefault(PENDING_EVENTS, []).append((str(event.event_type), str(event.status)))
+    session.info.setdefault(PENDING_CHANGES, []).append(event)
+    return event
+
+
 def record_event(
     session: Session,
     node: Node,
@@ -139,22 +151,21 @@ def record_event(
     ``note_on_node=False`` records without touching the node (a stale report must neither
     show as the node's last event nor reset its silence clock).
     """
-    order_event_ids(session)
-    event = NodeEvent(
-        node_id=node.id,
-        event_type=event_type,
-        status=status,
-        message=message,
-        progress=progress,
-        metadata_=metadata,
-        ip_address=ip_address,
-        effect=effect,
-        client_event_id=client_event_id,
-        created_at=now,
+    event = add_event(
+        session,
+        NodeEvent(
+            node_id=node.id,
+            event_type=event_type,
+            status=status,
+            message=message,
+            progress=progress,
+            metadata_=metadata,
+            ip_address=ip_address,
+            effect=effect,
+            client_event_id=client_event_id,
+            created_at=now,
+        ),
     )
-    session.add(event)
-    session.info.setdefault(PENDING_EVENTS, []).append((str(event_type), str(status)))
-    session.info.setdefault(PENDING_CHANGES, []).append(event)
     if not note_on_node:
         return event
     node.last_event_type = event_type

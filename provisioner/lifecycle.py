@@ -5,10 +5,12 @@ and the sweeper all move nodes through here, so every change writes its ``NodeSt
 in the caller's transaction and no caller can invent a move of its own.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import tuple_
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -184,6 +186,89 @@ def transition(
     return entry
 
 
+def failure_target(attempts: int, max_attempts: int) -> State:
+    """Where an installing node goes after its ``attempts``-th failed attempt."""
+    return State.PENDING if attempts < max_attempts else State.INSTALL_FAILED
+
+
+def failure_comment(error: str, attempts: int, max_attempts: int) -> str:
+    return f"{error} (attempt {attempts} of {max_attempts})"
+
+
+@dataclass(frozen=True)
+class SeenInstall:
+    """An installing node as a set-based caller read it: the guard for its update."""
+
+    node_id: str
+    state_changed_at: datetime
+    install_attempts: int
+    error: str
+    metadata: dict[str, Any] | None = None
+
+
+def record_install_failures(
+    session: Session,
+    seen: list[SeenInstall],
+    *,
+    max_attempts: int,
+    triggered_by: str,
+    now: datetime,
+    also_set: dict[str, Any] | None = None,
+) -> list[NodeStateLog]:
+    """The set form of ``record_install_failure``, for many installing nodes at once.
+
+    One guarded ``UPDATE ... WHERE (id, state_changed_at) IN (...) AND state = 'installing'
+    RETURNING id`` per (target, error): a node another request moved since it was read
+    matches no row and is left alone, exactly as ``transition`` would refuse it. Returns the
+    state-log entries of the nodes actually moved (added to the session).
+    """
+    groups: dict[tuple[State, str], list[SeenInstall]] = {}
+    for item in seen:
+        target = failure_target(item.install_attempts + 1, max_attempts)
+        groups.setdefault((target, item.error), []).append(item)
+    entries = []
+    for (target, error), items in groups.items():
+        by_id = {item.node_id: item for item in items}
+        moved = session.scalars(
+            update(Node)
+            .where(
+                tuple_(Node.id, Node.state_changed_at).in_(
+                    [(item.node_id, item.state_changed_at) for item in items]
+                ),
+                Node.state == State.INSTALLING,
+            )
+            .values(
+                state=target,
+                state_changed_at=now,
+                updated_at=now,
+                install_attempts=Node.install_attempts + 1,
+                last_install_error=error,
+                **(also_set or {}),
+            )
+            .returning(Node.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        for node_id in moved:
+            item = by_id[node_id]
+            entry = NodeStateLog(
+                node_id=node_id,
+                from_state=State.INSTALLING,
+                to_state=target,
+                triggered_by=triggered_by,
+                comment=failure_comment(error, item.install_attempts + 1, max_attempts),
+                metadata_=item.metadata,
+                created_at=now,
+            )
+            seconds = (now - item.state_changed_at).total_seconds()
+            session.info.setdefault(PENDING_TRANSITIONS, []).append(
+                (State.INSTALLING, target, seconds)
+            )
+            session.info.setdefault(PENDING_CHANGES, []).append(entry)
+            entries.append(entry)
+    session.add_all(entries)
+    return entries
+
+
 def record_install_failure(
     session: Session,
     node: Node,
@@ -200,12 +285,12 @@ def record_install_failure(
     a boot past the deadline. Only valid for an installing node.
     """
     attempts = node.install_attempts + 1
-    target = State.PENDING if attempts < max_attempts else State.INSTALL_FAILED
+    target = failure_target(attempts, max_attempts)
     if node.state != State.INSTALLING:
         raise IllegalTransition(node.state, target)
     node.install_attempts = attempts
     node.last_install_error = error
-    comment = f"{error} (attempt {attempts} of {max_attempts})"
+    comment = failure_comment(error, attempts, max_attempts)
     return transition(
         session,
         node,

@@ -25,12 +25,15 @@ from sqlalchemy.orm import Session
 from provisioner.database import write_transaction
 from provisioner.events import EventStatus
 from provisioner.events import EventType
+from provisioner.events import add_event
 from provisioner.events import record_event
-from provisioner.lifecycle import ConcurrentTransition
+from provisioner.lifecycle import SeenInstall
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import record_install_failure
+from provisioner.lifecycle import record_install_failures
 from provisioner.models import Node
+from provisioner.models import NodeEvent
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,7 @@ def handle_stall(
         max_attempts=rules.max_attempts,
         triggered_by=triggered_by,
         now=now,
-        metadata={"reason": stall.reason, "stalled_since": stall.since.isoformat()},
+        metadata=_stall_metadata(stall),
     )
     node.install_timeouts = (node.install_timeouts or 0) + 1
     record_event(
@@ -147,7 +150,7 @@ def handle_stall(
         now=now,
         status=EventStatus.FAILED,
         message=stall.error,
-        metadata={"reason": stall.reason, "stalled_since": stall.since.isoformat()},
+        metadata=_stall_metadata(stall),
         effect=f"{before}→{node.state} (attempt {node.install_attempts} of {rules.max_attempts})",
     )
 
@@ -163,36 +166,83 @@ class SweepResult:
     seconds: float = 0.0
 
 
+_CANDIDATE_COLUMNS = (
+    Node.id,
+    Node.state,
+    Node.state_changed_at,
+    Node.last_event_at,
+    Node.install_attempts,
+)
+
+
 def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: SweepResult) -> bool:
-    """Time out one batch; tell whether a full batch was handled (so there may be more)."""
+    """Time out one batch in one short transaction; tell whether there may be more.
+
+    Set-based: the batch is read as plain rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+    another instance's sweeper takes other rows), moved with one guarded UPDATE per target
+    state (``lifecycle.record_install_failures``), and its state-log and event rows are
+    inserted together. The same rule as ``handle_stall``, without a round trip per node.
+    """
     handled = result.timed_out
     with write_transaction(session):
-        batch = session.scalars(
-            select(Node)
+        batch = session.execute(
+            select(*_CANDIDATE_COLUMNS)
             .where(stalled_condition(rules, now))
             .order_by(Node.state_changed_at, Node.id)
             .limit(BATCH_SIZE)
             .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
         ).all()
-        for node in batch:
-            stall = stall_of(node, rules, now)
-            if stall is None:
-                continue
-            try:
-                with session.begin_nested():
-                    handle_stall(
-                        session, node, stall, rules=rules, triggered_by=Trigger.SWEEPER, now=now
-                    )
-            except ConcurrentTransition:
-                continue
+        stalls = {row.id: stall for row in batch if (stall := stall_of(row, rules, now))}
+        moved = record_install_failures(
+            session,
+            [_seen(row, stalls[row.id]) for row in batch if row.id in stalls],
+            max_attempts=rules.max_attempts,
+            triggered_by=Trigger.SWEEPER,
+            now=now,
+            also_set={
+                "install_timeouts": Node.install_timeouts + 1,
+                "last_event_type": EventType.INSTALL_TIMEOUT,
+                "last_event_status": EventStatus.FAILED,
+                "last_event_at": now,
+            },
+        )
+        attempts = {row.id: row.install_attempts + 1 for row in batch}
+        for entry in moved:
+            stall = stalls[entry.node_id]
+            effect = f"installing→{entry.to_state} "
+            effect += f"(attempt {attempts[entry.node_id]} of {rules.max_attempts})"
+            add_event(session, _timeout_event(entry.node_id, stall, effect, now))
             result.timed_out += 1
-            if node.state == State.PENDING:
-                result.retried += 1
-            else:
-                result.failed += 1
+            result.retried += entry.to_state == State.PENDING
+            result.failed += entry.to_state == State.INSTALL_FAILED
     result.batches += 1
     return len(batch) == BATCH_SIZE and result.timed_out > handled
+
+
+def _stall_metadata(stall: Stall) -> dict[str, str]:
+    return {"reason": stall.reason, "stalled_since": stall.since.isoformat()}
+
+
+def _seen(row: Row, stall: Stall) -> SeenInstall:
+    return SeenInstall(
+        node_id=row.id,
+        state_changed_at=row.state_changed_at,
+        install_attempts=row.install_attempts,
+        error=stall.error,
+        metadata=_stall_metadata(stall),
+    )
+
+
+def _timeout_event(node_id: str, stall: Stall, effect: str, now: datetime) -> NodeEvent:
+    return NodeEvent(
+        node_id=node_id,
+        event_type=EventType.INSTALL_TIMEOUT,
+        status=EventStatus.FAILED,
+        message=stall.error,
+        metadata_=_stall_metadata(stall),
+        effect=effect,
+        created_at=now,
+    )
 
 
 def sweep_stalled_installs(session: Session, rules: StallRules, now: datetime) -> SweepResult:

@@ -291,12 +291,16 @@ def test_sweep_skips_a_node_moved_under_it_and_handles_the_rest(
     race = Race(app, clock.advance(minutes=TIMEOUT_MINUTES + 1))
     rebooted_at = clock()
     real_stall_of = sweeper.stall_of
+    sweep_session = sessions()
 
     def stall_of_then_moved_elsewhere(node: Node, rules: StallRules, now: datetime):
-        """Let another writer restart ``moved_id``'s install after the sweep selected it."""
+        """Let another writer restart ``moved_id``'s install after the sweep selected it.
+
+        The sweep holds the write lock, so the change is made through its own session,
+        between the read of the batch and its guarded update.
+        """
         if node.id == moved_id:
-            session = Session.object_session(node)
-            session.execute(
+            sweep_session.execute(
                 update(Node)
                 .where(Node.id == moved_id)
                 .values(state_changed_at=rebooted_at, updated_at=rebooted_at)
@@ -307,7 +311,7 @@ def test_sweep_skips_a_node_moved_under_it_and_handles_the_rest(
     monkeypatch.setattr(sweeper, "stall_of", stall_of_then_moved_elsewhere)
     moved_before = picture(sessions, moved_id)
 
-    result = sweep_stalled_installs(sessions(), race.rules, race.now)
+    result = sweep_stalled_installs(sweep_session, race.rules, race.now)
 
     assert (result.timed_out, result.retried, result.failed) == (1, 1, 0)
     moved = picture(sessions, moved_id)
