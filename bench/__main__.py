@@ -6,10 +6,16 @@ import tempfile
 from pathlib import Path
 
 from bench import http_scenarios
+from bench import scale
 from bench import storm
 from bench import sweep
 
-SCENARIOS = {"http": http_scenarios.run, "storm": storm.run, "sweep": sweep.run}
+SCENARIOS = {
+    "http": http_scenarios.run,
+    "storm": storm.run,
+    "sweep": sweep.run,
+    "scale": scale.run,
+}
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

@@ -94,3 +94,33 @@ def add_pending_nodes(database: Path, count: int, *, workflow_id: str) -> list[s
     connection.commit()
     connection.close()
     return [row[1] for row in rows]
+
+
+def add_events(database: Path, macs: list[str], per_node: int, *, now: datetime) -> int:
+    """Insert ``per_node`` heartbeat/progress events for each node in ``macs``; return count."""
+    connection = sqlite3.connect(database)
+    ids = dict(connection.execute("SELECT mac_address, id FROM nodes").fetchall())
+    total = 0
+    batch = []
+    for mac in macs:
+        node_id = ids[mac]
+        for n in range(per_node):
+            kind = "heartbeat" if n % 2 else "install_progress"
+            when = stamp(now - timedelta(seconds=(per_node - n) * 60))
+            batch.append((node_id, kind, "success", None, n % 101, "logged", when))
+        if len(batch) >= 50_000:
+            total += _insert_events(connection, batch)
+            batch = []
+    total += _insert_events(connection, batch)
+    connection.commit()
+    connection.close()
+    return total
+
+
+def _insert_events(connection: sqlite3.Connection, batch: list[tuple]) -> int:
+    connection.executemany(
+        "INSERT INTO node_events (node_id, event_type, status, message, progress, effect,"
+        " created_at) VALUES (?,?,?,?,?,?,?)",
+        batch,
+    )
+    return len(batch)

@@ -42,56 +42,62 @@ class StalledNode:
         return getattr(self.node, name)
 
 
+# Candidates are found as plain rows (id, reason, since): only the page shown is loaded as
+# full nodes, so a feed of thousands of stalls costs little more than its first page.
+_ROW = (Node.id, Node.state, Node.state_changed_at, Node.last_event_at)
+
+
 def _stalled_now(session: Session, rules: StallRules, now: datetime) -> list[tuple]:
-    nodes = session.scalars(
-        select(Node).options(selectinload(Node.tag_rows)).where(stalled_condition(rules, now))
-    ).all()
+    rows = session.execute(select(*_ROW).where(stalled_condition(rules, now))).all()
     return [
-        (node, stall.reason, stall.since)
-        for node in nodes
-        if (stall := stall_of(node, rules, now))
+        (row.id, stall.reason, stall.since) for row in rows if (stall := stall_of(row, rules, now))
     ]
 
 
 def _timed_out_episodes(session: Session, exclude: set[str]) -> list[tuple]:
-    nodes = session.scalars(
-        select(Node)
-        .options(selectinload(Node.tag_rows))
-        .where(Node.install_timeouts > 0, Node.state.in_(OPEN_EPISODE_STATES))
+    rows = session.execute(
+        select(Node.id, Node.state_changed_at).where(
+            Node.install_timeouts > 0, Node.state.in_(OPEN_EPISODE_STATES)
+        )
     ).all()
-    nodes = [node for node in nodes if node.id not in exclude]
-    if not nodes:
+    rows = [row for row in rows if row.id not in exclude]
+    if not rows:
         return []
     newest = (
         select(func.max(NodeEvent.id))
         .where(
             NodeEvent.event_type == EventType.INSTALL_TIMEOUT,
-            NodeEvent.node_id.in_([node.id for node in nodes]),
+            NodeEvent.node_id.in_([row.id for row in rows]),
         )
         .group_by(NodeEvent.node_id)
     )
-    last_timeout = {
-        event.node_id: event
-        for event in session.scalars(select(NodeEvent).where(NodeEvent.id.in_(newest)))
-    }
+    last_timeout = dict(
+        session.execute(
+            select(NodeEvent.node_id, NodeEvent.metadata_).where(NodeEvent.id.in_(newest))
+        ).all()
+    )
     items = []
-    for node in nodes:
-        event = last_timeout.get(node.id)
-        meta = (event.metadata_ or {}) if event else {}
+    for row in rows:
+        meta = last_timeout.get(row.id) or {}
         since = meta.get("stalled_since")
-        stalled_since = as_utc(datetime.fromisoformat(since)) if since else node.state_changed_at
-        items.append((node, meta.get("reason", Reason.INSTALL_TIMEOUT), stalled_since))
+        stalled_since = as_utc(datetime.fromisoformat(since)) if since else row.state_changed_at
+        items.append((row.id, meta.get("reason", Reason.INSTALL_TIMEOUT), stalled_since))
     return items
 
 
 def _no_first_boot(session: Session, rules: StallRules, now: datetime) -> list[tuple]:
     limit = timedelta(minutes=rules.first_boot_minutes)
-    nodes = session.scalars(
-        select(Node)
-        .options(selectinload(Node.tag_rows))
-        .where(Node.state == State.INSTALLED, Node.state_changed_at <= now - limit)
+    rows = session.execute(
+        select(Node.id, Node.state_changed_at).where(
+            Node.state == State.INSTALLED, Node.state_changed_at <= now - limit
+        )
     ).all()
-    return [(node, Reason.NO_FIRST_BOOT, node.state_changed_at + limit) for node in nodes]
+    return [(row.id, Reason.NO_FIRST_BOOT, row.state_changed_at + limit) for row in rows]
+
+
+def _load_page(session: Session, ids: list[str]) -> dict[str, Node]:
+    query = select(Node).options(selectinload(Node.tag_rows)).where(Node.id.in_(ids))
+    return {node.id: node for node in session.scalars(query)}
 
 
 def stalled_feed(
@@ -101,19 +107,22 @@ def stalled_feed(
     found: list[tuple] = []
     if rules.detects_installs:
         found = _stalled_now(session, rules, now)
-        found += _timed_out_episodes(session, {node.id for node, _, _ in found})
+        found += _timed_out_episodes(session, {node_id for node_id, _, _ in found})
     if rules.first_boot_minutes > 0:
         found += _no_first_boot(session, rules, now)
-    found.sort(key=lambda item: (item[2], item[0].id))
+    found.sort(key=lambda item: (item[2], item[0]))
+    page = found[:limit]
+    nodes = _load_page(session, [node_id for node_id, _, _ in page])
     items = [
         StalledNode(
-            node=node,
+            node=nodes[node_id],
             reason=reason,
             stalled_since=since,
             elapsed_seconds=round((now - since).total_seconds(), 3),
-            timeouts=node.install_timeouts or 0,
+            timeouts=nodes[node_id].install_timeouts or 0,
             max_install_attempts=rules.max_attempts,
         )
-        for node, reason, since in found[:limit]
+        for node_id, reason, since in page
+        if node_id in nodes
     ]
     return items, len(found)
