@@ -2,6 +2,8 @@
 
 Node-facing endpoints (boot scripts, reports, rendered configs) are never behind operator
 tokens. With no operator token configured, the operator API answers loopback clients only.
+The web dashboard follows the same rules through its own session cookie (a browser cannot
+send a Bearer header), so this hook leaves its pages to ``provisioner.dashboard.access``.
 """
 
 import ipaddress
@@ -27,9 +29,22 @@ NODE_FACING = {
     "events.report",
     "events.phone_home",
 }
-#: Endpoints anyone may read: a liveness probe and the API description.
-PUBLIC = {"nodes.health", "api-docs.openapi_json", "api-docs.openapi_swagger_ui", "static"}
+#: Endpoints anyone may read: a liveness probe, the API description, the dashboard's login
+#: form and its stylesheet and script.
+PUBLIC = {
+    "nodes.health",
+    "api-docs.openapi_json",
+    "api-docs.openapi_swagger_ui",
+    "static",
+    "dashboard.login",
+    "dashboard.static",
+}
+#: The blueprint whose pages check the dashboard session instead of a Bearer token.
+DASHBOARD_BLUEPRINT = "dashboard"
 READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+#: What an operator token allows: everything, or reading only.
+FULL = "full"
+READ = "read"
 
 
 @dataclass(frozen=True)
@@ -58,20 +73,31 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
+def token_role(access: Access, token: str | None) -> str | None:
+    """What ``token`` may do: ``FULL``, ``READ``, or ``None`` for an unknown token."""
+    if matches_any(token, access.full):
+        return FULL
+    if matches_any(token, access.read):
+        return READ
+    return None
+
+
 def authorize_operator() -> None:
     """``before_request`` hook: refuse an operator call without the right token."""
     endpoint = request.endpoint
     if endpoint is None or endpoint in NODE_FACING or endpoint in PUBLIC:
         return
+    if request.blueprint == DASHBOARD_BLUEPRINT:
+        return  # the dashboard's own session check decides (dashboard/access.py)
     access: Access = current_app.extensions[EXTENSION_KEY]
     if access.open_to_loopback_only:
         if not is_loopback(request.remote_addr):
             fail(403, "The operator API answers loopback clients only until API_TOKENS is set")
         return
-    token = bearer_token()
-    if matches_any(token, access.full):
+    role = token_role(access, bearer_token())
+    if role == FULL:
         return
-    if matches_any(token, access.read):
+    if role == READ:
         if request.method in READ_METHODS:
             return
         fail(403, "A read token cannot change anything; use an API token")
@@ -92,8 +118,8 @@ def startup_warnings(app: Flask) -> list[str]:
     warnings = []
     if app.extensions[EXTENSION_KEY].open_to_loopback_only:
         warnings.append(
-            "no API_TOKENS configured: the operator API answers loopback clients only; "
-            "run `provisioner token new` and put the line it prints in the config"
+            "no API_TOKENS configured: the operator API and the dashboard answer loopback "
+            "clients only; run `provisioner token new` and put the line it prints in the config"
         )
     if app.config["REPORT_AUTH"] == "open":
         warnings.append(

@@ -1,7 +1,19 @@
-"""The web dashboard: server-rendered pages for operators."""
+"""The web dashboard: server-rendered pages for operators, live through polled fragments.
+
+``views`` holds the pages, ``actions`` the operator's buttons, ``access`` who may see and
+press them (the API's token rules, through a signed session cookie).
+"""
 
 from flask import Flask
 
+from provisioner.dashboard import access
+from provisioner.dashboard import actions  # noqa: F401  (adds its routes to bp)
+from provisioner.dashboard import filters
+from provisioner.dashboard.views import bp
+
 
 def init_app(app: Flask) -> None:
-    """Register the dashboard pages (filled in by the dashboard work)."""
+    """Register the dashboard pages, their filters and the session settings."""
+    access.init_app(app)
+    filters.init_app(app)
+    app.register_blueprint(bp)
