@@ -6,6 +6,7 @@ Deletes run in bounded batches, each its own short write transaction.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -15,6 +16,7 @@ from sqlalchemy import delete
 from sqlalchemy import func
 from sqlalchemy import not_
 from sqlalchemy import select
+from sqlalchemy import union
 from sqlalchemy.orm import Session
 
 from provisioner.database import RETENTION_LOCK
@@ -49,7 +51,10 @@ def _protected():
     )
 
 
-def _delete_in_batches(session: Session, candidates) -> int:
+Progress = Callable[[int], None]
+
+
+def _delete_in_batches(session: Session, candidates, progress: Progress | None) -> int:
     deleted = 0
     while True:
         with write_transaction(session):
@@ -57,6 +62,8 @@ def _delete_in_batches(session: Session, candidates) -> int:
             if ids:
                 session.execute(delete(NodeEvent).where(NodeEvent.id.in_(ids)))
         deleted += len(ids)
+        if progress is not None:
+            progress(len(ids))
         if len(ids) < BATCH_SIZE:
             return deleted
 
@@ -82,24 +89,50 @@ def _surplus_heartbeats(keep: int):
 
 
 def prune_events(
-    session: Session, *, retention_days: float, heartbeat_keep: int, now: datetime
+    session: Session,
+    *,
+    retention_days: float,
+    heartbeat_keep: int,
+    now: datetime,
+    progress: Progress | None = None,
 ) -> PruneResult:
-    """Apply both retention rules once."""
+    """Apply both retention rules once; ``progress`` hears how many rows each batch deleted."""
     result = PruneResult()
     with exclusive_job(session, RETENTION_LOCK) as mine:
         if not mine:
             log.info("prune: another instance is pruning; skipped")
             return result
-        return _prune(session, retention_days, heartbeat_keep, now, result)
+        return _prune(session, retention_days, heartbeat_keep, now, result, progress)
+
+
+def count_prunable(
+    session: Session, *, retention_days: float, heartbeat_keep: int, now: datetime
+) -> int:
+    """How many events a prune would delete now (for a progress bar)."""
+    queries = []
+    if retention_days > 0:
+        queries.append(_expired(retention_days, now))
+    if heartbeat_keep > 0:
+        queries.append(_surplus_heartbeats(heartbeat_keep))
+    if not queries:
+        return 0
+    return session.scalar(select(func.count()).select_from(union(*queries).subquery())) or 0
 
 
 def _prune(
-    session: Session, retention_days: float, heartbeat_keep: int, now: datetime, result
+    session: Session,
+    retention_days: float,
+    heartbeat_keep: int,
+    now: datetime,
+    result: PruneResult,
+    progress: Progress | None,
 ) -> PruneResult:
     if retention_days > 0:
-        result.expired = _delete_in_batches(session, _expired(retention_days, now))
+        expired = _expired(retention_days, now)
+        result.expired = _delete_in_batches(session, expired, progress)
     if heartbeat_keep > 0:
-        result.heartbeats = _delete_in_batches(session, _surplus_heartbeats(heartbeat_keep))
+        surplus = _surplus_heartbeats(heartbeat_keep)
+        result.heartbeats = _delete_in_batches(session, surplus, progress)
     if result.expired or result.heartbeats:
         log.info(
             "prune: deleted %d expired event(s) and %d surplus heartbeat(s)",

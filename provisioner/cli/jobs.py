@@ -5,6 +5,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from provisioner.extensions import db
+from provisioner.retention import count_prunable
 from provisioner.retention import prune_events
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import sweep_stalled_installs
@@ -27,11 +28,14 @@ def sweep_command() -> None:
 @click.command("prune")
 @with_appcontext
 def prune_command() -> None:
-    """Apply the event retention rules once (what the daily job does)."""
-    result = prune_events(
-        db.session,
-        retention_days=current_app.config["EVENT_RETENTION_DAYS"],
-        heartbeat_keep=current_app.config["HEARTBEAT_KEEP_PER_NODE"],
-        now=utcnow(),
-    )
+    """Apply the event retention rules once (what the daily job does), with a progress bar."""
+    rules = {
+        "retention_days": current_app.config["EVENT_RETENTION_DAYS"],
+        "heartbeat_keep": current_app.config["HEARTBEAT_KEEP_PER_NODE"],
+        "now": utcnow(),
+    }
+    total = count_prunable(db.session, **rules)
+    db.session.rollback()  # end the counting read before the deletes take the write lock
+    with click.progressbar(length=total, label="pruning events", show_pos=True) as bar:
+        result = prune_events(db.session, progress=bar.update, **rules)
     click.echo(f"deleted {result.expired} expired event(s), {result.heartbeats} heartbeat(s)")
