@@ -12,15 +12,12 @@ from pathlib import Path
 
 from bench.populate import add_nodes
 from bench.populate import bench_token
+from bench.server import ServerProcess
+from bench.server import free_port
+from bench.server import migrated_database
 from bench.wrk import lua_list
 from bench.wrk import run_wrk
 from provisioner.timeutil import utcnow
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serverproc import PROVISIONER_SCRIPT  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
-from serverproc import free_port  # noqa: E402
-from serverproc import server_environment  # noqa: E402
 
 THREADS = 16
 SECONDS = 10
@@ -70,11 +67,7 @@ def hello_ceiling(workdir: Path) -> dict:
 
 
 def run(workdir: Path) -> dict:
-    database = workdir / "http.db"
-    env = server_environment({"PROVISIONER_DATABASE_URL": f"sqlite:///{database}"})
-    subprocess.run(
-        [str(PROVISIONER_SCRIPT), "db", "upgrade"], env=env, check=True, capture_output=True
-    )
+    database, env = migrated_database(workdir, "http")
     now = utcnow()
     macs = add_nodes(database, active=NODES, installing=NODES, installing_since=now, now=now)
     active, installing = macs[:NODES], macs[NODES:]

@@ -1,21 +1,16 @@
 """Reads at scale: a node's events page with 1,000,000 events in the table, and the stalled
 feed with 100,000 nodes (1,000 of them stalled), under 64 connections."""
 
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
 from bench.populate import add_events
 from bench.populate import add_nodes
+from bench.server import ServerProcess
+from bench.server import migrated_database
 from bench.wrk import lua_list
 from bench.wrk import run_wrk
 from provisioner.timeutil import utcnow
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serverproc import PROVISIONER_SCRIPT  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
-from serverproc import server_environment  # noqa: E402
 
 NODES = 100_000
 STALLED = 1_000
@@ -36,17 +31,9 @@ FEED_PAGE_LUA = (
 
 
 def run(workdir: Path) -> dict:
-    database = workdir / "scale.db"
-    env = server_environment(
-        {
-            "PROVISIONER_DATABASE_URL": f"sqlite:///{database}",
-            "PROVISIONER_INSTALL_TIMEOUT_MINUTES": "60",
-            # The sweeper would time the stalled nodes out during the run: read-only here.
-            "PROVISIONER_SWEEP_INTERVAL_SECONDS": "3600",
-        }
-    )
-    subprocess.run(
-        [str(PROVISIONER_SCRIPT), "db", "upgrade"], env=env, check=True, capture_output=True
+    # The sweeper would time the stalled nodes out during the run: keep it idle (read-only).
+    database, env = migrated_database(
+        workdir, "scale", INSTALL_TIMEOUT_MINUTES="60", SWEEP_INTERVAL_SECONDS="3600"
     )
     now = utcnow()
     macs = add_nodes(

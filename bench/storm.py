@@ -8,20 +8,15 @@ and checks that the database holds exactly the events sent (none lost, none doub
 import http.client
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 from bench.load import percentile
 from bench.populate import add_pending_nodes
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from dbcheck import rows  # noqa: E402
-from serverproc import PROVISIONER_SCRIPT  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
-from serverproc import server_environment  # noqa: E402
+from bench.server import ServerProcess
+from bench.server import migrated_database
+from bench.server import rows
 
 NODES = 2000
 CONCURRENCY = 200
@@ -84,19 +79,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def run(workdir: Path) -> dict:
-    database = workdir / "storm.db"
     workflows = workdir / "workflows"
     workflows.mkdir()
     (workflows / "bench-os.yaml").write_text(WORKFLOW)
-    env = server_environment(
-        {
-            "PROVISIONER_DATABASE_URL": f"sqlite:///{database}",
-            "PROVISIONER_WORKFLOWS_DIR": str(workflows),
-        }
-    )
-    subprocess.run(
-        [str(PROVISIONER_SCRIPT), "db", "upgrade"], env=env, check=True, capture_output=True
-    )
+    database, env = migrated_database(workdir, "storm", WORKFLOWS_DIR=str(workflows))
     macs = add_pending_nodes(database, NODES, workflow_id="bench-os")
     kinds = ["boot", "install_started", "install_progress", "install_complete", "first_boot"]
     latencies: dict[str, list[float]] = {kind: [] for kind in kinds}

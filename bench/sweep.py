@@ -2,8 +2,6 @@
 scheduler while report traffic goes on; reports the sweep time and the report latency."""
 
 import re
-import subprocess
-import sys
 import threading
 import time
 from datetime import timedelta
@@ -14,28 +12,17 @@ from bench.load import report_body
 from bench.load import run_load
 from bench.populate import add_nodes
 from bench.populate import bench_token
+from bench.server import ServerProcess
+from bench.server import migrated_database
 from provisioner.timeutil import utcnow
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from serverproc import PROVISIONER_SCRIPT  # noqa: E402
-from serverproc import ServerProcess  # noqa: E402
-from serverproc import server_environment  # noqa: E402
 
 SWEEP_LINE = re.compile(r"sweep: (\d+) stalled install\(s\) timed out .* in ([\d.]+) s")
 
 
 def run(workdir: Path, *, nodes: int = 100_000, stalled: int = 10_000, threads: int = 16) -> dict:
     """Run the scenario in ``workdir`` and return its figures."""
-    database = workdir / "sweep.db"
-    env = server_environment(
-        {
-            "PROVISIONER_DATABASE_URL": f"sqlite:///{database}",
-            "PROVISIONER_INSTALL_TIMEOUT_MINUTES": "60",
-            "PROVISIONER_SWEEP_INTERVAL_SECONDS": "4",
-        }
-    )
-    subprocess.run(
-        [str(PROVISIONER_SCRIPT), "db", "upgrade"], env=env, check=True, capture_output=True
+    database, env = migrated_database(
+        workdir, "sweep", INSTALL_TIMEOUT_MINUTES="60", SWEEP_INTERVAL_SECONDS="4"
     )
     now = utcnow()
     macs = add_nodes(
