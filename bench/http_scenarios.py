@@ -85,10 +85,23 @@ def run(workdir: Path) -> dict:
         figures["report_256"] = run_wrk(
             server.url, report_script, workdir, connections=256, seconds=SECONDS
         )
+    # The same with two processes sharing the port (serve --workers 2, SO_REUSEPORT).
+    two = ServerProcess(
+        env, workdir, name="http-2workers", threads=THREADS, extra_args=["--workers", "2"]
+    )
+    with two as server:
+        figures["boot_64_2_workers"] = run_wrk(
+            server.url, boot_script, workdir, connections=64, seconds=SECONDS
+        )
+        figures["report_64_2_workers"] = run_wrk(
+            server.url, report_script, workdir, connections=64, seconds=SECONDS
+        )
     hello = figures["hello"]["rps"]
     figures["ratios"] = {
         "boot_vs_hello": round(figures["boot_64"]["rps"] / hello, 3),
         "report_vs_hello": round(figures["report_64"]["rps"] / hello, 3),
         "report_256_vs_64": round(figures["report_256"]["rps"] / figures["report_64"]["rps"], 3),
+        "boot_2_workers_vs_hello": round(figures["boot_64_2_workers"]["rps"] / hello, 3),
+        "report_2_workers_vs_hello": round(figures["report_64_2_workers"]["rps"] / hello, 3),
     }
     return figures

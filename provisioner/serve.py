@@ -2,6 +2,9 @@
 
 import logging
 import signal
+import socket
+import subprocess
+import sys
 from types import FrameType
 
 import flask_migrate
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 CONNECTION_LIMIT = 32
 #: Boot and report clients send small requests quickly; idle connections are dropped soon.
 CHANNEL_TIMEOUT_SECONDS = 15
+#: Connections beyond CONNECTION_LIMIT wait here, in the kernel.
+LISTEN_BACKLOG = 1024
 
 
 class ServeError(Exception):
@@ -46,12 +51,43 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT, so several server processes can share the port.
+
+    The kernel spreads new connections over the processes: one Python process uses about
+    one core (the GIL), so on a multi-core host a second process nearly doubles reads.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+def serve(
+    app: Flask,
+    *,
+    host: str,
+    port: int,
+    threads: int,
+    reuse_port: bool = False,
+    migrate: bool = True,
+) -> None:
     """Serve ``app`` until SIGINT or SIGTERM."""
     logging.basicConfig(
         level=app.config["LOG_LEVEL"], format="%(levelname)s %(name)s: %(message)s"
     )
-    upgrade_database(app)
+    if migrate:
+        upgrade_database(app)
+    where = (
+        {"sockets": [listening_socket(host, port)]} if reuse_port else {"host": host, "port": port}
+    )
     print(
         f"provisioner: serving on http://{host}:{port}/ "
         f"(database {describe_database(app)}, workflows {app.config['WORKFLOWS_DIR']})",
@@ -64,8 +100,7 @@ def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
     try:
         waitress.serve(
             app,
-            host=host,
-            port=port,
+            **where,
             threads=threads,
             connection_limit=CONNECTION_LIMIT,
             channel_timeout=CHANNEL_TIMEOUT_SECONDS,
@@ -80,3 +115,27 @@ def serve(app: Flask, *, host: str, port: int, threads: int) -> None:
         with app.app_context():
             db.engine.dispose()
         log.info("provisioner: stopped")
+
+
+def serve_workers(app: Flask, *, host: str, port: int, threads: int, workers: int) -> int:
+    """Run ``workers`` server processes sharing one port (SO_REUSEPORT); return the exit code.
+
+    This process migrates the database once, starts the workers (each a full instance with
+    its own scheduler: the multi-instance rules keep their sweeps from overlapping), passes
+    SIGTERM/SIGINT on to them and waits for all of them.
+    """
+    upgrade_database(app)
+    command = [sys.executable, "-c", "from provisioner.cli import main; main()", "serve"]
+    command += ["--host", host, "--port", str(port), "--threads", str(threads)]
+    command += ["--reuse-port", "--no-migrate"]
+    children = [subprocess.Popen(command) for _ in range(workers)]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

@@ -22,6 +22,7 @@ from provisioner.config import ENV_PREFIX
 from provisioner.config import ConfigError
 from provisioner.serve import ServeError
 from provisioner.serve import serve
+from provisioner.serve import serve_workers
 from provisioner.tokens import HASH_PREFIX
 from provisioner.tokens import new_token
 from provisioner.tokens import token_hash
@@ -69,12 +70,35 @@ def register(app: Flask) -> None:
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--threads", default=16, show_default=True, type=click.IntRange(1, 256))
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (SO_REUSEPORT); about one per core.",
+)
+@click.option("--reuse-port", is_flag=True, help="Bind with SO_REUSEPORT (for a supervisor).")
+@click.option("--no-migrate", is_flag=True, hidden=True)
+@click.option(
     "--config", metavar="FILE", callback=_use_config_file, expose_value=False, is_eager=True
 )
-def serve_command(host: str, port: int, threads: int) -> None:
+def serve_command(
+    host: str, port: int, threads: int, workers: int, reuse_port: bool, no_migrate: bool
+) -> None:
     """Migrate the database, start the scheduler and serve with waitress."""
     try:
-        serve(load_app(), host=host, port=port, threads=threads)
+        if workers > 1:
+            code = serve_workers(
+                load_app(), host=host, port=port, threads=threads, workers=workers
+            )
+            raise SystemExit(code)
+        serve(
+            load_app(),
+            host=host,
+            port=port,
+            threads=threads,
+            reuse_port=reuse_port,
+            migrate=not no_migrate,
+        )
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
 

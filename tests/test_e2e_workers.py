@@ -1,0 +1,57 @@
+"""``provisioner serve --workers 2``: two processes share the port and stop together."""
+
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from serverproc import ServerProcess
+from serverproc import server_environment
+from serverproc import sqlite_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
+    """Both workers start and serve; requests spread over them all succeed; SIGTERM stops all."""
+    settings = server_environment(sqlite_settings(tmp_path, REPORT_AUTH="open"))
+    server = ServerProcess(settings, tmp_path, name="workers", extra_args=["--workers", "2"])
+    with server:
+        workers = children_of(server.pid)
+        assert len(workers) == 2
+        deadline = time.monotonic() + 10
+        while server.log_text().count("serving on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.log_text().count("serving on") == 2
+
+        def boot(index: int) -> int:
+            return server.get(f"/api/v1/boot?mac=52:54:00:77:00:{index:02x}").status
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            statuses = list(pool.map(boot, range(64)))
+        assert statuses == [200] * 64
+        assert server.get("/api/v1/nodes?limit=1000").body["total"] == 64
+        server.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while server.is_running() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.returncode == 0
+        assert children_of(server.pid or -1) == []
+        assert all(not os.path.exists(f"/proc/{pid}") for pid in workers)
+    assert "Traceback" not in server.log_text()
