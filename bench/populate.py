@@ -52,12 +52,16 @@ def add_nodes(
                 stamp(changed),
                 stamp(changed),
                 hashlib.sha256(bench_token(index).encode()).hexdigest(),
+                # Where the benchmark's requests come from, so a boot is a read, as it is
+                # for a machine the server has seen before.
+                "127.0.0.1",
             )
         )
     connection.executemany(
         "INSERT INTO nodes (id, mac_address, hostname, state, workflow_id, install_attempts,"
         " install_timeouts, created_at, updated_at, last_seen_at, state_changed_at,"
-        " episode_started_at, report_token_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " episode_started_at, report_token_hash, ip_address)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         rows,
     )
     connection.commit()
