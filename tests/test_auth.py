@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apihelpers import client_from
 from flask import Flask
 from flask.testing import FlaskClient
 from serverproc import server_environment
@@ -62,13 +63,6 @@ def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     for application in built:
         with application.app_context():
             db.engine.dispose()
-
-
-def client_from(application: Flask, remote_addr: str = "127.0.0.1") -> FlaskClient:
-    """A test client whose requests come from ``remote_addr``."""
-    client = application.test_client()
-    client.environ_base["REMOTE_ADDR"] = remote_addr
-    return client
 
 
 @pytest.fixture

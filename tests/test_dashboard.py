@@ -12,6 +12,7 @@ from collections.abc import Callable
 from collections.abc import Iterator
 
 import pytest
+from apihelpers import client_from
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -429,12 +430,6 @@ def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
     for application in built:
         with application.app_context():
             db.engine.dispose()
-
-
-def client_from(application: Flask, remote_addr: str = "127.0.0.1") -> FlaskClient:
-    client = application.test_client()
-    client.environ_base["REMOTE_ADDR"] = remote_addr
-    return client
 
 
 @pytest.fixture

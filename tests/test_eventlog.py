@@ -4,6 +4,7 @@ from datetime import datetime
 from datetime import timedelta
 
 import pytest
+from apihelpers import node_in_state
 
 MAC = "52:54:00:cc:00:01"
 OTHER_MAC = "52:54:00:cc:00:02"
@@ -11,15 +12,7 @@ OTHER_MAC = "52:54:00:cc:00:02"
 
 def create_node(client, mac: str = MAC, state: str = "active") -> dict:
     """A node registered through the API and put into ``state``."""
-    response = client.post("/api/v1/nodes", json={"mac_address": mac})
-    assert response.status_code == 201, response.json
-    node = response.json["data"]
-    if state != "discovered":
-        response = client.patch(
-            f"/api/v1/nodes/{node['id']}/state", json={"state": state, "force": True}
-        )
-        assert response.status_code == 200, response.json
-    return node
+    return node_in_state(client, mac, state)
 
 
 def report(client, mac: str = MAC, **body) -> None:
