@@ -16,7 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime
+from sqlalchemy import Select
 from sqlalchemy import event
+from sqlalchemy import func
+from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine
@@ -116,6 +119,29 @@ def exclusive_job(session: Session | scoped_session[Session], key: int) -> Itera
             if acquired:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                 connection.commit()
+
+
+def page_with_total(
+    session: Session | scoped_session[Session],
+    query: Select[Any],
+    *,
+    order_by: tuple[Any, ...],
+    limit: int,
+    offset: int,
+) -> tuple[list[Any], int]:
+    """A page of ``query``'s entities and the number of all its rows, in one statement.
+
+    One statement reads one snapshot. With a COUNT and a SELECT one after the other, under
+    PostgreSQL's READ COMMITTED a commit landing between them made the total disagree with
+    the page (seen: ``total: 0`` beside one event).
+    """
+    counted = query.add_columns(func.count().over().label("total"))
+    rows = session.execute(counted.order_by(*order_by).limit(limit).offset(offset)).all()
+    if rows:
+        return [row[0] for row in rows], rows[0].total
+    if offset == 0:
+        return [], 0
+    return [], session.scalar(select(func.count()).select_from(query.subquery())) or 0
 
 
 def is_sqlite(session: Session) -> bool:

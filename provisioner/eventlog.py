@@ -1,9 +1,9 @@
 """Reading the event log: a node's events newest first, and the stream across all nodes."""
 
-from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisioner.database import page_with_total
 from provisioner.models import NodeEvent
 
 
@@ -14,13 +14,8 @@ def node_events(
     query = select(NodeEvent).where(NodeEvent.node_id == node_id)
     if event_type:
         query = query.where(NodeEvent.event_type == event_type)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.order_by(NodeEvent.created_at.desc(), NodeEvent.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(page), total
+    newest_first = (NodeEvent.created_at.desc(), NodeEvent.id.desc())
+    return page_with_total(session, query, order_by=newest_first, limit=limit, offset=offset)
 
 
 def event_stream(

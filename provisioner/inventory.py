@@ -6,11 +6,11 @@ Each function runs inside the caller's write transaction and leaves committing t
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import selectinload
 
+from provisioner.database import page_with_total
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import transition
@@ -131,14 +131,13 @@ def list_nodes(
         query = query.where(Node.state == state)
     if tag:
         query = query.where(Node.id.in_(select(NodeTag.node_id).where(NodeTag.tag == tag)))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.options(selectinload(Node.tag_rows))
-        .order_by(Node.created_at, Node.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return list(page), total
+    return page_with_total(
+        session,
+        query.options(selectinload(Node.tag_rows)),
+        order_by=(Node.created_at, Node.id),
+        limit=limit,
+        offset=offset,
+    )
 
 
 def history(session: Session, node: Node) -> list[NodeStateLog]:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import selectinload
 
+from provisioner.database import page_with_total
 from provisioner.lifecycle import STATE_NAMES
 from provisioner.models import Node
 from provisioner.models import NodeTag
@@ -61,13 +62,13 @@ def filtered_nodes(session: Session, filters: NodeFilters) -> tuple[list[Node], 
         query = query.where(Node.id.in_(select(NodeTag.node_id).where(NodeTag.tag == filters.tag)))
     if filters.q:
         query = query.where(search_condition(filters.q))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    page = session.scalars(
-        query.options(selectinload(Node.tag_rows))
-        .order_by(Node.created_at, Node.id)
-        .limit(PAGE_SIZE)
+    return page_with_total(
+        session,
+        query.options(selectinload(Node.tag_rows)),
+        order_by=(Node.created_at, Node.id),
+        limit=PAGE_SIZE,
+        offset=0,
     )
-    return list(page), total
 
 
 def all_tags(session: Session) -> list[str]:
