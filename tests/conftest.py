@@ -7,6 +7,7 @@ A test tied to one backend parametrizes ``backend`` itself, e.g.
 """
 
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
 from datetime import UTC
 from datetime import datetime
@@ -109,15 +110,29 @@ def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock, database_u
 
 
 @pytest.fixture
-def app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
-    """The application on a migrated, empty database."""
+def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Flask]]:
+    """Build apps from ``app_config`` plus the settings a test names, each on the migrated
+    database; their connections are closed at the end of the test."""
     for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
         monkeypatch.delenv(name)
-    application = create_app(app_config)
-    upgrade_database(application)
-    yield application
-    with application.app_context():
-        db.engine.dispose()
+    built: list[Flask] = []
+
+    def build(**settings: object) -> Flask:
+        application = create_app(app_config | settings)
+        upgrade_database(application)
+        built.append(application)
+        return application
+
+    yield build
+    for application in built:
+        with application.app_context():
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(build_app: Callable[..., Flask]) -> Flask:
+    """The application on a migrated, empty database."""
+    return build_app()
 
 
 @pytest.fixture

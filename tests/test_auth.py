@@ -7,12 +7,10 @@ configured as ``sha256:<hex>``, and never reach the log.
 
 import hashlib
 import hmac
-import os
 import re
 import subprocess
 import sys
 from collections.abc import Callable
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,22 +45,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Flask]]:
-    """Build apps from the shared test settings plus the token settings a test names."""
-    for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
-        monkeypatch.delenv(name)
-    built: list[Flask] = []
-
-    def build(**settings: object) -> Flask:
-        application = create_app(app_config | {"REPORT_AUTH": "token"} | settings)
-        upgrade_database(application)
-        built.append(application)
-        return application
-
-    yield build
-    for application in built:
-        with application.app_context():
-            db.engine.dispose()
+def build_app(build_app: Callable[..., Flask]) -> Callable[..., Flask]:
+    """conftest's ``build_app``, in report-token mode unless a test says otherwise."""
+    return lambda **settings: build_app(**({"REPORT_AUTH": "token"} | settings))
 
 
 @pytest.fixture

@@ -6,19 +6,14 @@ read and clicked as a browser would (forms with the CSRF field taken from the pa
 
 import hashlib
 import logging
-import os
 import re
-from collections.abc import Callable
-from collections.abc import Iterator
 
 import pytest
 from apihelpers import client_from
 from flask import Flask
 from flask.testing import FlaskClient
 
-from provisioner import create_app
 from provisioner.extensions import db
-from provisioner.serve import upgrade_database
 
 MAC = "52:54:00:d0:00:01"
 OTHER_MAC = "52:54:00:d0:00:02"
@@ -411,25 +406,6 @@ def test_buttons_on_an_unknown_node_are_404(client):
 
 
 # -- access --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Flask]]:
-    """Apps from the shared test settings plus the token settings a test names."""
-    for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
-        monkeypatch.delenv(name)
-    built: list[Flask] = []
-
-    def build(**settings: object) -> Flask:
-        application = create_app(app_config | settings)
-        upgrade_database(application)
-        built.append(application)
-        return application
-
-    yield build
-    for application in built:
-        with application.app_context():
-            db.engine.dispose()
 
 
 @pytest.fixture
