@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -129,6 +130,34 @@ def add_event(session: Session, event: NodeEvent) -> NodeEvent:
     session.info.setdefault(PENDING_EVENTS, []).append((str(event.event_type), str(event.status)))
     session.info.setdefault(PENDING_CHANGES, []).append(event)
     return event
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event inserted in bulk (no ORM object), as the webhook outbox reads it."""
+
+    node_id: str
+    event_type: str
+    message: str | None
+    created_at: datetime
+
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert many event rows (``NodeEvent`` attribute names as keys) in one ``executemany``.
+
+    The bulk form of ``add_event``, for the sweeper: the commit's observers hear of each.
+    """
+    if not rows:
+        return
+    order_event_ids(session)
+    session.execute(insert(NodeEvent), rows)
+    session.info.setdefault(PENDING_EVENTS, []).extend(
+        (str(row["event_type"]), str(row["status"])) for row in rows
+    )
+    session.info.setdefault(PENDING_CHANGES, []).extend(
+        Recorded(row["node_id"], row["event_type"], row.get("message"), row["created_at"])
+        for row in rows
+    )
 
 
 def record_event(

@@ -10,6 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy import tuple_
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -68,8 +69,20 @@ INSTALL_PROGRESS_ON_ENTRY: dict[State, int] = {State.INSTALLING: 0, State.INSTAL
 PENDING_TRANSITIONS = "provisioner.transitions"
 
 #: ``session.info`` key listing the ``NodeStateLog`` and ``NodeEvent`` rows added in the
-#: current transaction, in order; the webhook outbox turns them into deliveries at commit.
+#: current transaction, in order (ORM objects, or ``Move`` and ``events.Recorded`` records
+#: for rows inserted in bulk); the webhook outbox turns them into deliveries at commit.
 PENDING_CHANGES = "provisioner.changes"
+
+
+@dataclass(frozen=True)
+class Move:
+    """A state change inserted in bulk (no ORM object), as the webhook outbox reads it."""
+
+    node_id: str
+    from_state: str
+    to_state: str
+    comment: str | None
+    created_at: datetime
 
 
 class TransitionError(Exception):
@@ -214,24 +227,29 @@ def record_install_failures(
     triggered_by: str,
     now: datetime,
     also_set: dict[str, Any] | None = None,
-) -> list[NodeStateLog]:
+) -> list[Move]:
     """The set form of ``record_install_failure``, for many installing nodes at once.
 
-    One guarded ``UPDATE ... WHERE (id, state_changed_at) IN (...) AND state = 'installing'
-    RETURNING id`` per (target, error): a node another request moved since it was read
-    matches no row and is left alone, exactly as ``transition`` would refuse it. Returns the
-    state-log entries of the nodes actually moved (added to the session).
+    One guarded ``UPDATE ... WHERE id IN (...) AND (id, state_changed_at) IN (...) AND
+    state = 'installing' RETURNING id`` per (target, error): a node another request moved
+    since it was read matches no row and is left alone, exactly as ``transition`` would
+    refuse it. The state-log rows of the nodes actually moved are inserted in one
+    ``executemany`` (the ORM would send one ``INSERT ... RETURNING`` per row on SQLite);
+    those moves are returned.
     """
     groups: dict[tuple[State, str], list[SeenInstall]] = {}
     for item in seen:
         target = failure_target(item.install_attempts + 1, max_attempts)
         groups.setdefault((target, item.error), []).append(item)
-    entries = []
+    moves, rows = [], []
     for (target, error), items in groups.items():
         by_id = {item.node_id: item for item in items}
         moved = session.scalars(
             update(Node)
             .where(
+                # ``id IN`` lets SQLite use the primary key instead of scanning every
+                # installing node for the row-value match.
+                Node.id.in_(list(by_id)),
                 tuple_(Node.id, Node.state_changed_at).in_(
                     [(item.node_id, item.state_changed_at) for item in items]
                 ),
@@ -250,23 +268,27 @@ def record_install_failures(
         ).all()
         for node_id in moved:
             item = by_id[node_id]
-            entry = NodeStateLog(
-                node_id=node_id,
-                from_state=State.INSTALLING,
-                to_state=target,
-                triggered_by=triggered_by,
-                comment=failure_comment(error, item.install_attempts + 1, max_attempts),
-                metadata_=item.metadata,
-                created_at=now,
+            comment = failure_comment(error, item.install_attempts + 1, max_attempts)
+            moves.append(Move(node_id, State.INSTALLING, target, comment, now))
+            rows.append(
+                {
+                    "node_id": node_id,
+                    "from_state": State.INSTALLING,
+                    "to_state": target,
+                    "triggered_by": triggered_by,
+                    "comment": comment,
+                    "metadata_": item.metadata,
+                    "created_at": now,
+                }
             )
             seconds = (now - item.state_changed_at).total_seconds()
             session.info.setdefault(PENDING_TRANSITIONS, []).append(
                 (State.INSTALLING, target, seconds)
             )
-            session.info.setdefault(PENDING_CHANGES, []).append(entry)
-            entries.append(entry)
-    session.add_all(entries)
-    return entries
+    if rows:
+        session.execute(insert(NodeStateLog), rows)
+        session.info.setdefault(PENDING_CHANGES, []).extend(moves)
+    return moves
 
 
 def record_install_failure(

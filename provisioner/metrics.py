@@ -5,6 +5,7 @@ request latency); gauges that must agree across instances (nodes per state, stal
 are computed from the shared database by one grouped query each, when scraped.
 """
 
+import collections
 import time
 from collections.abc import Iterator
 
@@ -78,14 +79,20 @@ OUTCOMES = {
 
 @event.listens_for(Session, "after_commit")
 def _count_committed(session: Session) -> None:
-    for event_type, status in session.info.pop(PENDING_EVENTS, ()):
-        EVENTS.labels(event_type=event_type, status=status).inc()
+    # Counted per label set, not per row: a sweep commits hundreds of events at once.
+    for (event_type, status), count in collections.Counter(
+        session.info.pop(PENDING_EVENTS, ())
+    ).items():
+        EVENTS.labels(event_type=event_type, status=status).inc(count)
+    outcomes: collections.Counter[str] = collections.Counter()
     for source, target, seconds in session.info.pop(PENDING_TRANSITIONS, ()):
         outcome = OUTCOMES.get((source, target))
         if outcome is not None:
-            INSTALL_ATTEMPTS.labels(outcome=outcome).inc()
+            outcomes[outcome] += 1
         if outcome == "success":
             INSTALL_DURATION.observe(seconds)
+    for outcome, count in outcomes.items():
+        INSTALL_ATTEMPTS.labels(outcome=outcome).inc(count)
 
 
 @event.listens_for(Session, "after_rollback")

@@ -37,7 +37,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import SessionTransaction
 
 from provisioner.events import EventType
+from provisioner.events import Recorded
 from provisioner.lifecycle import PENDING_CHANGES
+from provisioner.lifecycle import Move
 from provisioner.lifecycle import State
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
@@ -84,7 +86,7 @@ def node_summary(node: Node | None, node_id: str) -> dict[str, Any]:
 def make_notice(
     event_name: str,
     node: dict[str, Any],
-    move: NodeStateLog | None,
+    move: NodeStateLog | Move | None,
     message: str | None,
     at: datetime,
 ) -> Notice:
@@ -100,21 +102,27 @@ def make_notice(
     return Notice(event_name, payload, at)
 
 
+def _is_move(change: Any) -> bool:
+    return isinstance(change, NodeStateLog | Move)
+
+
 def _announced(change: Any) -> bool:
     """Whether a row added in the transaction is one webhooks announce, and still there."""
-    if not isinstance(change, NodeStateLog) and change.event_type != EventType.INSTALL_TIMEOUT:
+    if not _is_move(change) and change.event_type != EventType.INSTALL_TIMEOUT:
         return False
+    if isinstance(change, Move | Recorded):
+        return True  # inserted in bulk by the transaction itself, never in a savepoint
     return inspect(change).persistent  # not if added inside a savepoint since rolled back
 
 
 def notices_for(session: Session, changes: list[Any]) -> list[Notice]:
     """The webhook events that the rows added in a transaction stand for, in order."""
     notices = []
-    moves: dict[str, NodeStateLog] = {}
+    moves: dict[str, NodeStateLog | Move] = {}
     for change in filter(_announced, changes):
         node = node_summary(session.get(Node, change.node_id), change.node_id)
         at = change.created_at
-        if isinstance(change, NodeStateLog):
+        if _is_move(change):
             moves[change.node_id] = change
             notices.append(make_notice("state_changed", node, change, change.comment, at))
             if change.to_state == State.INSTALL_FAILED:
