@@ -107,13 +107,16 @@ class Node(db.Model):
     @property
     def last_event(self) -> dict[str, Any] | None:
         """Type, status and time of the newest event, kept on the node for cheap listing."""
-        if self.last_event_type is None:
-            return None
-        return {
-            "type": self.last_event_type,
-            "status": self.last_event_status,
-            "at": self.last_event_at,
-        }
+        return last_event_of(self.last_event_type, self.last_event_status, self.last_event_at)
+
+
+def last_event_of(
+    event_type: str | None, status: str | None, at: datetime | None
+) -> dict[str, Any] | None:
+    """A node's ``last_event`` from its three ``last_event_*`` columns."""
+    if event_type is None:
+        return None
+    return {"type": event_type, "status": status, "at": at}
 
 
 class NodeTag(db.Model):

@@ -10,15 +10,18 @@ from provisioner.macaddr import normalize_mac
 from provisioner.models import Node
 
 _NODE_ROW_BY_MAC = select(Node.__table__).where(Node.__table__.c.mac_address == bindparam("mac"))
+_NODE_ROW_BY_MAC_LOCKED = _NODE_ROW_BY_MAC.with_for_update()
 
 
-def peek_node(session: Session, mac: str) -> Row | None:
-    """The node's columns as a plain row, for read-only decisions on hot paths.
+def peek_node(session: Session, mac: str, *, for_update: bool = False) -> Row | None:
+    """The node's columns as a plain row, for decisions on hot paths.
 
     A Core row skips the ORM's identity map and attribute instrumentation, which cost about
-    as much as the query itself on the boot path.
+    as much as the query itself on the boot path. ``for_update`` locks the row (PostgreSQL;
+    SQLite's write transaction already excludes other writers).
     """
-    return session.execute(_NODE_ROW_BY_MAC, {"mac": mac}).first()
+    query = _NODE_ROW_BY_MAC_LOCKED if for_update else _NODE_ROW_BY_MAC
+    return session.connection().execute(query, {"mac": mac}).first()
 
 
 def find_node(session: Session, mac: str, *, for_update: bool = False) -> Node | None:

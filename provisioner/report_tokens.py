@@ -9,6 +9,7 @@ import hmac
 from enum import Enum
 
 from flask import Request
+from sqlalchemy import Row
 
 from provisioner.models import Node
 from provisioner.tokens import new_token
@@ -45,7 +46,7 @@ def presented_token(request: Request) -> str | None:
     return request.headers.get("X-Report-Token") or request.args.get("token") or None
 
 
-def match_report_token(node: Node | None, token: str | None) -> TokenMatch:
+def match_report_token(node: "Node | Row | None", token: str | None) -> TokenMatch:
     """Which of the node's tokens ``token`` is, compared in constant time."""
     candidate = token_hash(token or "")
     current = (node.report_token_hash if node else None) or _DUMMY_HASH

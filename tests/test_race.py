@@ -32,8 +32,6 @@ from provisioner.booting import BootSettings
 from provisioner.booting import answer_boot
 from provisioner.database import write_transaction
 from provisioner.events import EventType
-from provisioner.events import Report
-from provisioner.events import apply_report
 from provisioner.extensions import db
 from provisioner.lifecycle import ConcurrentTransition
 from provisioner.lifecycle import Trigger
@@ -41,6 +39,8 @@ from provisioner.models import Node
 from provisioner.models import NodeEvent
 from provisioner.models import NodeStateLog
 from provisioner.nodes_repo import find_node
+from provisioner.reports import Report
+from provisioner.reports import apply_report
 from provisioner.scheduler import run_sweep
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import handle_stall

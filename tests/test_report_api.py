@@ -6,6 +6,8 @@ import dbcheck
 import pytest
 from apihelpers import node_in_state
 
+from provisioner.events import REPORTED_TYPES
+
 MAC = "52:54:00:aa:bb:01"
 OTHER_MAC = "52:54:00:aa:bb:02"
 
@@ -304,3 +306,28 @@ def test_report_body_round_trips_as_sent_by_curl(client, node):
 
     assert response.status_code == 200, response.json
     assert response.json["message"] == "Installation completed"
+
+
+# -- the answer is the node as stored, whichever way the report was written -------------------
+
+
+@pytest.mark.parametrize("state", ["discovered", "pending", "installing", "installed", "active"])
+@pytest.mark.parametrize("event", [*REPORTED_TYPES, None])
+def test_answer_is_the_node_as_the_api_then_shows_it(client, state, event):
+    """A report that moves the node goes through the ORM; one that does not is written with
+    plain statements. Either way its answer is the node exactly as stored afterwards."""
+    response = client.post(
+        "/api/v1/nodes", json={"mac_address": MAC, "tags": ["rack-2", "gpu"], "model": "R640"}
+    )
+    node_id = response.json["data"]["id"]
+    if state != "discovered":
+        client.patch(f"/api/v1/nodes/{node_id}/state", json={"state": state, "force": True})
+    body = {"mac_address": MAC, "hostname": "web-7", "ip_address": "10.0.0.7", "progress": 40}
+    if event is not None:
+        body["event"] = event
+    answer = post(client, body)
+    assert answer.status_code == 200, answer.json
+    shown = client.get(f"/api/v1/nodes/{node_id}").json["data"]
+    assert answer.json["data"] == shown
+    assert shown["tags"] == ["gpu", "rack-2"]
+    assert shown["hostname"] == "web-7"

@@ -1,10 +1,12 @@
 """Node reports (``POST /api/v1/report``) and the events API."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import current_app
 from flask import jsonify
 from flask import request
+from sqlalchemy import Row
 
 from provisioner import eventlog
 from provisioner.api import Blueprint
@@ -13,20 +15,21 @@ from provisioner.context import now
 from provisioner.context import peer_ip
 from provisioner.database import write_transaction
 from provisioner.events import EventType
-from provisioner.events import Outcome
-from provisioner.events import Report
-from provisioner.events import apply_report
-from provisioner.events import find_replayed
-from provisioner.events import report_from_body
 from provisioner.extensions import db
 from provisioner.metrics import REPORTS_REJECTED
 from provisioner.models import Node
 from provisioner.nodes.views import get_node_or_404
 from provisioner.nodes_repo import find_by_ref
-from provisioner.nodes_repo import find_node
+from provisioner.nodes_repo import peek_node
 from provisioner.report_tokens import TokenMatch
 from provisioner.report_tokens import match_report_token
 from provisioner.report_tokens import presented_token
+from provisioner.reports import Outcome
+from provisioner.reports import Report
+from provisioner.reports import apply_report
+from provisioner.reports import replayed_answer
+from provisioner.reports import report_from_body
+from provisioner.reports import take_report
 from provisioner.schemas import EventListEnvelope
 from provisioner.schemas import EventStreamQuerySchema
 from provisioner.schemas import EventStreamSchema
@@ -37,9 +40,10 @@ from provisioner.schemas import ReportSchema
 
 bp = Blueprint("events", __name__, description="Node reports and the event log")
 NODE_SCHEMA = NodeSchema()
+NodeLike = Node | Row
 
 
-def _reporting_node(node: Node | None, not_found: str) -> tuple[Node, TokenMatch | None]:
+def _reporting_node(node: NodeLike | None, not_found: str) -> tuple[NodeLike, TokenMatch | None]:
     """The node a report is for, if the request may report for it (token mode: its token).
 
     A bad token is refused before the node's existence is told, so a 401 reveals nothing.
@@ -55,16 +59,8 @@ def _reporting_node(node: Node | None, not_found: str) -> tuple[Node, TokenMatch
     return node, match  # type: ignore[return-value]
 
 
-def _apply(node: Node, node_report: Report, match: TokenMatch | None) -> Outcome:
-    return apply_report(
-        db.session,
-        node,
-        node_report,
-        peer_ip=peer_ip(),
-        max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
-        now=now(),
-        stale=match is TokenMatch.PREVIOUS,
-    )
+def _answer(node: Node | Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
+    return {"success": True, "data": NODE_SCHEMA.dump(node), "message": outcome.message}
 
 
 @bp.route("/api/v1/report", methods=["POST"])
@@ -80,19 +76,25 @@ def report(body: dict[str, Any]):
     the first response again and writes nothing.
     """
     node_report = report_from_body(body)
-    with write_transaction(db.session):
-        node, match = _reporting_node(
-            find_node(db.session, body["mac_address"], for_update=True),
+    with write_transaction(db.session) as session:
+        seen, match = _reporting_node(
+            peek_node(session, body["mac_address"], for_update=True),
             f"No node with MAC address {body['mac_address']}",
         )
-        replayed = find_replayed(db.session, node, node_report.client_event_id)
+        replayed = replayed_answer(session, seen.id, node_report.client_event_id)
         if replayed is not None:
             return jsonify(replayed.response)
-        outcome = _apply(node, node_report, match)
-        response = {"success": True, "data": NODE_SCHEMA.dump(node), "message": outcome.message}
-        if outcome.event is not None and node_report.client_event_id is not None:
-            outcome.event.response = response
-    return jsonify(response)
+        answer = take_report(
+            session,
+            seen,
+            node_report,
+            peer_ip=peer_ip(),
+            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
+            now=now(),
+            respond=_answer,
+            stale=match is TokenMatch.PREVIOUS,
+        )
+    return jsonify(answer)
 
 
 PHONE_HOME_FIELDS = (
@@ -124,7 +126,15 @@ def phone_home(ref: str):
         node, match = _reporting_node(
             find_by_ref(db.session, ref, for_update=True), f"Node {ref[:80]!r} not found"
         )
-        outcome = _apply(node, node_report, match)
+        outcome = apply_report(
+            db.session,
+            node,
+            node_report,
+            peer_ip=peer_ip(),
+            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
+            now=now(),
+            stale=match is TokenMatch.PREVIOUS,
+        )
     return {"success": True, "data": node, "message": outcome.message}
 
 

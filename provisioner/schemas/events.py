@@ -11,9 +11,9 @@ from marshmallow import validate
 from marshmallow import validates
 
 from provisioner.events import ALL_TYPES
-from provisioner.events import LEGACY_STATUS
 from provisioner.events import REPORTED_TYPES
 from provisioner.events import EventStatus
+from provisioner.reports import LEGACY_STATUS
 from provisioner.schemas.fields import MacAddress
 from provisioner.schemas.fields import list_envelope
 from provisioner.schemas.fields import text
