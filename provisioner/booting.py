@@ -11,7 +11,9 @@ from datetime import datetime
 from datetime import timedelta
 
 from sqlalchemy import Row
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import scoped_session
 
 from provisioner import ipxe
 from provisioner.database import write_transaction
@@ -23,7 +25,7 @@ from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.nodes_repo import find_node
-from provisioner.nodes_repo import peek_node
+from provisioner.nodes_repo import glance_node
 from provisioner.report_tokens import install_report_token
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import handle_stall
@@ -72,9 +74,20 @@ class BootSettings:
     rules: StallRules
 
 
-def answer_boot(session: Session, request: BootRequest, settings: BootSettings, now: datetime):
-    """Return the iPXE script for ``request``, changing the node as its state requires."""
-    seen = peek_node(session, request.mac)
+def answer_boot(
+    session: Session | scoped_session[Session],
+    request: BootRequest,
+    settings: BootSettings,
+    now: datetime,
+    *,
+    engine: Engine | None = None,
+):
+    """Return the iPXE script for ``request``, changing the node as its state requires.
+
+    The first look at the node is a single read on a connection of its own (``engine``,
+    by default the session's): most boots end there, and never open a session.
+    """
+    seen = glance_node(engine or session.get_bind(), request.mac)
     if seen is None and not settings.auto_register:
         return ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
     if seen is not None and not _needs_write(seen, request, settings, now):

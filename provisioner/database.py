@@ -21,6 +21,7 @@ from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -76,8 +77,26 @@ def configure_engine(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
+        if connection.get_execution_options().get(SINGLE_READ):
+            return  # one SELECT is its own snapshot; a BEGIN would only add a round trip
         immediate = getattr(_begin_mode, "immediate", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+#: Execution option marking a connection that runs one read statement (``single_read``).
+SINGLE_READ = "provisioner_single_read"
+
+
+@contextmanager
+def single_read(engine: Engine) -> Iterator[Connection]:
+    """A connection of its own for one read statement, outside the session's transaction.
+
+    For hot read paths (a boot of a known machine): no session, no identity map, and on
+    SQLite no ``BEGIN``, which together cost more than the query itself.
+    """
+    with engine.connect() as connection:
+        connection.execution_options(**{SINGLE_READ: True})
+        yield connection
 
 
 #: Keys of PostgreSQL advisory locks (arbitrary, fixed numbers).

@@ -2,26 +2,51 @@
 
 from sqlalchemy import Row
 from sqlalchemy import bindparam
+from sqlalchemy import func
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from provisioner.database import single_read
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
 from provisioner.models import Node
+from provisioner.models import NodeTag
 
-_NODE_ROW_BY_MAC = select(Node.__table__).where(Node.__table__.c.mac_address == bindparam("mac"))
-_NODE_ROW_BY_MAC_LOCKED = _NODE_ROW_BY_MAC.with_for_update()
+_NODES = Node.__table__
+_NODE_ROW_BY_MAC = select(_NODES).where(_NODES.c.mac_address == bindparam("mac"))
+#: Tags travel with the row as one string (tags never hold a comma), saving a query.
+_TAG_LIST = (
+    select(func.aggregate_strings(NodeTag.tag, ","))
+    .where(NodeTag.node_id == _NODES.c.id)
+    .scalar_subquery()
+    .label("tag_list")
+)
+_NODE_ROW_WITH_TAGS_LOCKED = (
+    select(_NODES, _TAG_LIST).where(_NODES.c.mac_address == bindparam("mac")).with_for_update()
+)
 
 
-def peek_node(session: Session, mac: str, *, for_update: bool = False) -> Row | None:
-    """The node's columns as a plain row, for decisions on hot paths.
+def glance_node(engine: Engine, mac: str) -> Row | None:
+    """The node's columns as a plain row (see ``peek_node_for_update``), read outside any
+    transaction: one statement on a connection of its own."""
+    with single_read(engine) as connection:
+        return connection.execute(_NODE_ROW_BY_MAC, {"mac": mac}).first()
+
+
+def peek_node_for_update(session: Session, mac: str) -> Row | None:
+    """The node's columns and ``tag_list`` as a plain row, locked, in the session's transaction.
 
     A Core row skips the ORM's identity map and attribute instrumentation, which cost about
-    as much as the query itself on the boot path. ``for_update`` locks the row (PostgreSQL;
-    SQLite's write transaction already excludes other writers).
+    as much as the query itself on hot paths. The row is locked on PostgreSQL; SQLite's
+    write transaction already excludes other writers.
     """
-    query = _NODE_ROW_BY_MAC_LOCKED if for_update else _NODE_ROW_BY_MAC
-    return session.connection().execute(query, {"mac": mac}).first()
+    return session.connection().execute(_NODE_ROW_WITH_TAGS_LOCKED, {"mac": mac}).first()
+
+
+def tags_of(row: Row) -> list[str]:
+    """The sorted tags of a row read by ``peek_node_for_update``."""
+    return sorted(row.tag_list.split(",")) if row.tag_list else []
 
 
 def find_node(session: Session, mac: str, *, for_update: bool = False) -> Node | None:

@@ -35,8 +35,8 @@ from provisioner.lifecycle import record_install_failure
 from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.models import NodeTag
 from provisioner.models import last_event_of
+from provisioner.nodes_repo import tags_of
 
 #: The legacy ``installation_status`` values and the event each stands for.
 LEGACY_STATUS = {
@@ -266,7 +266,6 @@ _REPLAYED = select(NodeEvent.response).where(
     NodeEvent.client_event_id == bindparam("client_event_id"),
 )
 _NODE_BY_ID = select(Node).where(Node.id == bindparam("id"))
-_TAGS = select(NodeTag.tag).where(NodeTag.node_id == bindparam("node_id")).order_by(NodeTag.tag)
 #: SET takes the columns named in the parameters (SQLAlchemy compiles and caches one
 #: statement per set of names): built once, not per report.
 _UPDATE_NODE = update(Node.__table__).where(Node.__table__.c.id == bindparam("node_id"))
@@ -292,7 +291,8 @@ def take_report(
     respond: Respond,
     stale: bool = False,
 ) -> dict[str, Any]:
-    """Apply ``report`` to the node read (and locked) as ``seen``; return the answer.
+    """Apply ``report`` to the node read as ``seen`` (``nodes_repo.peek_node_for_update``);
+    return the answer.
 
     Runs in the caller's write transaction. A report that moves the node loads it through
     the ORM and goes through ``lifecycle``; any other is written with one UPDATE of the node
@@ -349,7 +349,7 @@ def _take_quiet_report(
         changes |= report.hardware | {"last_seen_at": now, "updated_at": now}
         connection.execute(_UPDATE_NODE, changes | {"node_id": seen.id})
     node = dict(seen._mapping) | changes
-    node["tags"] = list(connection.scalars(_TAGS, {"node_id": seen.id}))
+    node["tags"] = tags_of(seen)
     node["last_event"] = last_event_of(
         node["last_event_type"], node["last_event_status"], node["last_event_at"]
     )

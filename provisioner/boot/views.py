@@ -81,7 +81,9 @@ def boot():
         workflows=workflow_store(),
         rules=StallRules.from_config(current_app.config),
     )
-    return script_response(answer_boot(db.session, boot_request, settings, now()))
+    return script_response(
+        answer_boot(db.session, boot_request, settings, now(), engine=db.engine)
+    )
 
 
 @bp.route("/api/v1/ipxe/boot.ipxe")

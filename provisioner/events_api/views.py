@@ -20,7 +20,7 @@ from provisioner.metrics import REPORTS_REJECTED
 from provisioner.models import Node
 from provisioner.nodes.views import get_node_or_404
 from provisioner.nodes_repo import find_by_ref
-from provisioner.nodes_repo import peek_node
+from provisioner.nodes_repo import peek_node_for_update
 from provisioner.report_tokens import TokenMatch
 from provisioner.report_tokens import match_report_token
 from provisioner.report_tokens import presented_token
@@ -78,7 +78,7 @@ def report(body: dict[str, Any]):
     node_report = report_from_body(body)
     with write_transaction(db.session) as session:
         seen, match = _reporting_node(
-            peek_node(session, body["mac_address"], for_update=True),
+            peek_node_for_update(session, body["mac_address"]),
             f"No node with MAC address {body['mac_address']}",
         )
         replayed = replayed_answer(session, seen.id, node_report.client_event_id)
