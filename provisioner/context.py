@@ -1,9 +1,11 @@
 """Request-time accessors the views share: the clock, the workflow store, the server URL."""
 
+import functools
 from datetime import datetime
 
 from flask import current_app
 from flask import request
+from werkzeug.sansio.utils import get_current_url
 
 from provisioner.timeutil import utcnow
 from provisioner.workflows import WorkflowStore
@@ -21,7 +23,13 @@ def workflow_store() -> WorkflowStore:
 
 def server_url() -> str:
     """The base URL nodes should use: ``SERVER_URL``, else the one this request came to."""
-    return current_app.config["SERVER_URL"] or request.host_url.rstrip("/")
+    return current_app.config["SERVER_URL"] or _base_url(request.scheme, request.host)
+
+
+@functools.lru_cache(maxsize=256)
+def _base_url(scheme: str, host: str) -> str:
+    """``request.host_url`` without the slash; its IRI decoding cost a tenth of a boot."""
+    return get_current_url(scheme, host).rstrip("/")
 
 
 def peer_ip() -> str | None:
