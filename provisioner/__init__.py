@@ -13,6 +13,7 @@ from provisioner import cli
 from provisioner import config
 from provisioner import dashboard
 from provisioner import errors
+from provisioner import group_commit
 from provisioner import install_configs
 from provisioner import metrics
 from provisioner import scheduler
@@ -85,6 +86,7 @@ def init_extensions(app: Flask) -> None:
     auth.init_app(app)
     metrics.init_app(app)
     webhooks.init_app(app)
+    group_commit.init_app(app)
     dashboard.init_app(app)
     with app.app_context():
         configure_engine(db.engine)

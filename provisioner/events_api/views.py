@@ -7,6 +7,7 @@ from flask import current_app
 from flask import jsonify
 from flask import request
 from sqlalchemy import Row
+from sqlalchemy.orm import Session
 
 from provisioner import eventlog
 from provisioner.api import Blueprint
@@ -16,6 +17,7 @@ from provisioner.context import peer_ip
 from provisioner.database import write_transaction
 from provisioner.events import EventType
 from provisioner.extensions import db
+from provisioner.group_commit import run_write
 from provisioner.metrics import REPORTS_REJECTED
 from provisioner.models import Node
 from provisioner.nodes.views import get_node_or_404
@@ -43,14 +45,16 @@ NODE_SCHEMA = NodeSchema()
 NodeLike = Node | Row
 
 
-def _reporting_node(node: NodeLike | None, not_found: str) -> tuple[NodeLike, TokenMatch | None]:
-    """The node a report is for, if the request may report for it (token mode: its token).
+def _reporting_node(
+    node: NodeLike | None, not_found: str, token: str | None
+) -> tuple[NodeLike, TokenMatch | None]:
+    """The node a report is for, if ``token`` may report for it (token mode).
 
     A bad token is refused before the node's existence is told, so a 401 reveals nothing.
     """
     match = None
     if current_app.config["REPORT_AUTH"] == "token":
-        match = match_report_token(node, presented_token(request))
+        match = match_report_token(node, token)
         if match is TokenMatch.NONE:
             REPORTS_REJECTED.labels(reason="token").inc()
             fail(401, "Missing or invalid report token for this node")
@@ -76,25 +80,25 @@ def report(body: dict[str, Any]):
     the first response again and writes nothing.
     """
     node_report = report_from_body(body)
-    with write_transaction(db.session) as session:
+    mac, token = body["mac_address"], presented_token(request)
+    settings = {
+        "peer_ip": peer_ip(),
+        "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
+        "now": now(),
+        "respond": _answer,
+    }
+
+    def write(session: Session) -> dict[str, Any]:
         seen, match = _reporting_node(
-            peek_node_for_update(session, body["mac_address"]),
-            f"No node with MAC address {body['mac_address']}",
+            peek_node_for_update(session, mac), f"No node with MAC address {mac}", token
         )
         replayed = replayed_answer(session, seen.id, node_report.client_event_id)
         if replayed is not None:
-            return jsonify(replayed.response)
-        answer = take_report(
-            session,
-            seen,
-            node_report,
-            peer_ip=peer_ip(),
-            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
-            now=now(),
-            respond=_answer,
-            stale=match is TokenMatch.PREVIOUS,
-        )
-    return jsonify(answer)
+            return replayed.response
+        stale = match is TokenMatch.PREVIOUS
+        return take_report(session, seen, node_report, stale=stale, **settings)
+
+    return jsonify(run_write(write))
 
 
 PHONE_HOME_FIELDS = (
@@ -124,7 +128,9 @@ def phone_home(ref: str):
     )
     with write_transaction(db.session):
         node, match = _reporting_node(
-            find_by_ref(db.session, ref, for_update=True), f"Node {ref[:80]!r} not found"
+            find_by_ref(db.session, ref, for_update=True),
+            f"Node {ref[:80]!r} not found",
+            presented_token(request),
         )
         outcome = apply_report(
             db.session,
