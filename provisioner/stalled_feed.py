@@ -47,20 +47,40 @@ class StalledNode:
 _ROW = (Node.id, Node.state, Node.state_changed_at, Node.last_event_at)
 
 
-def _stalled_now(session: Session, rules: StallRules, now: datetime) -> list[tuple]:
-    rows = session.execute(select(*_ROW).where(stalled_condition(rules, now))).all()
-    return [
-        (row.id, stall.reason, stall.since) for row in rows if (stall := stall_of(row, rules, now))
-    ]
-
-
-def _timed_out_episodes(session: Session, exclude: set[str]) -> list[tuple]:
+def _stalled_now(
+    session: Session, rules: StallRules, now: datetime, limit: int
+) -> tuple[list[tuple], int]:
+    """The first ``limit`` nodes stalled now, oldest stall first, and how many there are."""
+    condition = stalled_condition(rules, now)
+    if rules.silence_minutes > 0:  # deadlines differ per node: decided row by row
+        rows = session.execute(select(*_ROW).where(condition)).all()
+        found = [
+            (row.id, stall.reason, stall.since)
+            for row in rows
+            if (stall := stall_of(row, rules, now))
+        ]
+        return found, len(found)
+    # The overall timeout alone: every deadline is state_changed_at + the timeout, so the
+    # database orders, limits and counts (in one statement, one snapshot).
+    timeout = timedelta(minutes=rules.timeout_minutes)
     rows = session.execute(
-        select(Node.id, Node.state_changed_at).where(
-            Node.install_timeouts > 0, Node.state.in_(OPEN_EPISODE_STATES)
-        )
+        select(Node.id, Node.state_changed_at, func.count().over().label("total"))
+        .where(condition)
+        .order_by(Node.state_changed_at, Node.id)
+        .limit(limit)
     ).all()
-    rows = [row for row in rows if row.id not in exclude]
+    found = [(row.id, Reason.INSTALL_TIMEOUT, row.state_changed_at + timeout) for row in rows]
+    return found, rows[0].total if rows else 0
+
+
+def _timed_out_episodes(session: Session, rules: StallRules, now: datetime) -> list[tuple]:
+    """Nodes whose open episode timed out, except those stalled now (listed as such)."""
+    query = select(Node.id, Node.state_changed_at).where(
+        Node.install_timeouts > 0, Node.state.in_(OPEN_EPISODE_STATES)
+    )
+    if rules.detects_installs:
+        query = query.where(~stalled_condition(rules, now))
+    rows = session.execute(query).all()
     if not rows:
         return []
     newest = (
@@ -105,11 +125,18 @@ def stalled_feed(
 ) -> tuple[list[StalledNode], int]:
     """The listed nodes, oldest stall first (at most ``limit``), and how many there are."""
     found: list[tuple] = []
+    total = 0
     if rules.detects_installs:
-        found = _stalled_now(session, rules, now)
-        found += _timed_out_episodes(session, {node_id for node_id, _, _ in found})
+        # Only this source comes cut to ``limit``: any of its nodes on the page is among its
+        # own first ``limit``.
+        stalled, total = _stalled_now(session, rules, now, limit)
+        episodes = _timed_out_episodes(session, rules, now)
+        found += stalled + episodes
+        total += len(episodes)
     if rules.first_boot_minutes > 0:
-        found += _no_first_boot(session, rules, now)
+        late = _no_first_boot(session, rules, now)
+        found += late
+        total += len(late)
     found.sort(key=lambda item: (item[2], item[0]))
     page = found[:limit]
     nodes = _load_page(session, [node_id for node_id, _, _ in page])
@@ -125,4 +152,4 @@ def stalled_feed(
         for node_id, reason, since in page
         if node_id in nodes
     ]
-    return items, len(found)
+    return items, total

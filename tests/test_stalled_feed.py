@@ -336,3 +336,29 @@ def test_limit(client, clock):
     assert [item["id"] for item in body["data"]] == ids[:2]
     assert body["total"] == 3
     assert client.get("/api/v1/nodes/stalled", query_string={"limit": 0}).status_code == 422
+
+
+def test_limit_across_sources_counts_each_node_once(app, client, clock):
+    """A page cut by ``limit`` still merges the timed-out episodes with the nodes stalled now,
+    oldest first; a node stalled again after a timeout is listed, and counted, once."""
+    retried, retried_mac = queued_node(client)
+    again, again_mac = queued_node(client)
+    start_install(client, retried_mac)
+    start_install(client, again_mac)  # both: deadline T+30
+    clock.advance(minutes=TIMEOUT + 1)
+    sweep(app, clock)  # both back to pending after one timeout
+    start_install(client, again_mac)  # T+31: installing again, deadline T+61
+    clock.advance(minutes=5)
+    fresh = []
+    for _ in range(3):  # deadlines T+66, T+67, T+68
+        fresh.append(installing_node(client)[0])
+        clock.advance(minutes=1)
+    clock.advance(minutes=TIMEOUT + 5)  # past every deadline, not swept
+
+    body = feed(client, limit=3)
+
+    assert [item["id"] for item in body["data"]] == [retried, again, fresh[0]]
+    assert [item["reason"] for item in body["data"]] == ["install_timeout"] * 3
+    assert body["total"] == 5
+    assert feed(client)["total"] == 5
+    assert [item["id"] for item in feed(client)["data"]] == [retried, again, *fresh]
