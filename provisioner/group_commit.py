@@ -82,8 +82,14 @@ class GroupWriter:
                         batch.append(self.jobs.get_nowait())
                     except queue.Empty:
                         break
-                self._commit(batch)
-                db.session.remove()
+                try:
+                    self._commit(batch)
+                except Exception as error:  # never leave a request waiting forever
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                finally:
+                    db.session.remove()
 
     def _commit(self, batch: list[tuple[Job, Future]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
