@@ -310,6 +310,9 @@ def take_report(
             answer = respond(node, outcome)
             if outcome.event is not None and report.client_event_id is not None:
                 outcome.event.response = answer
+            # Written now, not at commit: a later report in the same group-commit batch reads
+            # and updates this row with plain statements, which a late flush would undo.
+            session.flush()
             return answer
     return _take_quiet_report(
         session, seen, report, peer_ip=peer_ip, max_attempts=max_attempts, now=now,

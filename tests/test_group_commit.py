@@ -10,8 +10,12 @@ from apihelpers import node_in_state
 from sqlalchemy import text
 from werkzeug.exceptions import Unauthorized
 
+from provisioner.events import EventType
 from provisioner.group_commit import EXTENSION_KEY
 from provisioner.group_commit import GroupWriter
+from provisioner.nodes_repo import peek_node_for_update
+from provisioner.reports import Report
+from provisioner.reports import take_report
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -141,3 +145,40 @@ def test_the_writer_stops_when_idle_and_starts_again(app, client, monkeypatch):
 def test_postgresql_needs_no_writer(app):
     """PostgreSQL runs writers side by side; reports use their own transactions there."""
     assert EXTENSION_KEY not in app.extensions
+
+
+def report_job(mac_address: str, event: str, clock):
+    """The write a report makes, as the view hands it to the writer."""
+
+    def job(session):
+        seen = peek_node_for_update(session, mac_address)
+        return take_report(
+            session,
+            seen,
+            Report(event_type=EventType(event)),
+            peer_ip=None,
+            max_attempts=3,
+            now=clock(),
+            respond=lambda node, outcome: {"effect": outcome.effect},
+        )
+
+    return job
+
+
+@SQLITE
+def test_a_move_and_a_later_report_in_one_batch_keep_their_order(app, client, clock):
+    """The move goes through the ORM, the heartbeat after it through plain statements: the
+    node ends installed with the heartbeat as its last event, not the move's."""
+    node_in_state(client, mac(1), "installing")
+
+    futures = queue_batch(
+        app,
+        [report_job(mac(1), "install_complete", clock), report_job(mac(1), "heartbeat", clock)],
+    )
+
+    assert futures[0].result(timeout=10) == {"effect": "installing→installed"}
+    assert futures[1].result(timeout=10) == {"effect": "logged"}
+    assert writer_of(app).batches == 1
+    node = client.get(f"/api/v1/nodes/{mac(1)}").json["data"]
+    assert node["state"] == "installed"
+    assert node["last_event"]["type"] == "heartbeat"
