@@ -31,10 +31,16 @@ cmdline: console=ttyS0 report_url=${report_url} report_token=${report_token}
 
 
 class Machine:
-    """One simulated machine: its own keep-alive connection and latencies per request."""
+    """One simulated machine: a new connection per request, as iPXE and ``curl`` in an
+    installer make them, and latencies per request.
+
+    (Holding one keep-alive connection per machine for its whole install made the first
+    request of a machine wait for one of the server's ``connection_limit`` slots until another
+    machine had finished: seconds of "boot" latency that no real installer sees.)
+    """
 
     def __init__(self, port: int, mac: str, latencies: dict[str, list[float]]) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.port = port
         self.mac = mac
         self.latencies = latencies
         self.token = ""
@@ -46,9 +52,13 @@ class Machine:
             payload = json.dumps(body).encode()
             headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.token}"}
         started = time.perf_counter()
-        self.connection.request(method, path, body=payload, headers=headers)
-        response = self.connection.getresponse()
-        text = response.read().decode()
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request(method, path, body=payload, headers=headers)
+            response = connection.getresponse()
+            text = response.read().decode()
+        finally:
+            connection.close()
         self.latencies[kind].append(time.perf_counter() - started)
         if response.status != 200:
             raise RuntimeError(f"{kind} for {self.mac}: HTTP {response.status} {text[:200]}")
@@ -67,7 +77,6 @@ class Machine:
             self.report("install_progress", progress=progress)
         self.report("install_complete")
         self.report("first_boot", event_metadata={"os": "bench-os 1.0"})
-        self.connection.close()
 
 
 def peak_rss_mb(pid: int) -> float:

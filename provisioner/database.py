@@ -8,6 +8,7 @@ So every write transaction on SQLite takes an in-process lock first and starts w
 PostgreSQL needs neither: row locks (``SELECT ... FOR UPDATE``) and guarded updates do it.
 """
 
+import collections
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,47 @@ from provisioner.timeutil import as_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
-_sqlite_write_lock = threading.Lock()
+
+class FairLock:
+    """A lock granted in the order it was asked for.
+
+    ``threading.Lock`` lets the thread that releases it take it straight back, before any
+    waiter wakes up: the group-commit writer, which takes it batch after batch, could keep
+    a boot's write or the sweeper waiting for as long as reports keep coming. Here
+    ``release`` hands the lock to the longest waiter.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._waiters: collections.deque[threading.Lock] = collections.deque()
+        self._locked = False
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if not self._locked:
+                self._locked = True
+                return
+            turn = threading.Lock()
+            turn.acquire()
+            self._waiters.append(turn)
+        turn.acquire()  # released by the holder handing the lock over
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # still locked: now the waiter's
+            else:
+                self._locked = False
+
+    def __enter__(self) -> "FairLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+_sqlite_write_lock = FairLock()
 _begin_mode = threading.local()
 
 
