@@ -213,9 +213,11 @@ def load_settings(
 def engine_options(settings: Mapping[str, Any], url: str) -> dict[str, Any]:
     """SQLAlchemy engine options: pool sizes, liveness checks and connect timeouts."""
     if url.startswith("sqlite") and (":memory:" in url or url == "sqlite://"):
-        return {"pool_pre_ping": True}
+        return {}
     options: dict[str, Any] = {
-        "pool_pre_ping": True,
+        # A server can restart or fail over under us; a SQLite file cannot, and a ping on
+        # every checkout cost a statement per request.
+        "pool_pre_ping": not url.startswith("sqlite"),
         "pool_size": settings["DATABASE_POOL_SIZE"],
         "max_overflow": settings["DATABASE_MAX_OVERFLOW"],
         "pool_timeout": settings["DATABASE_POOL_TIMEOUT"],
