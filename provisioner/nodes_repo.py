@@ -1,5 +1,8 @@
 """Looking nodes up: by id, by MAC, or by whichever of the two a URL holds."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy import Row
 from sqlalchemy import bindparam
 from sqlalchemy import func
@@ -12,6 +15,7 @@ from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
 from provisioner.models import Node
 from provisioner.models import NodeTag
+from provisioner.models import last_event_of
 
 _NODES = Node.__table__
 _NODE_ROW_BY_MAC = select(_NODES).where(_NODES.c.mac_address == bindparam("mac"))
@@ -44,9 +48,21 @@ def peek_node_for_update(session: Session, mac: str) -> Row | None:
     return session.connection().execute(_NODE_ROW_WITH_TAGS_LOCKED, {"mac": mac}).first()
 
 
-def tags_of(row: Row) -> list[str]:
-    """The sorted tags of a row read by ``peek_node_for_update``."""
-    return sorted(row.tag_list.split(",")) if row.tag_list else []
+def node_rows(session: Session, ids: list[str]) -> list[Row]:
+    """The nodes with these ids, as plain rows with their ``tag_list``."""
+    return session.execute(select(_NODES, _TAG_LIST).where(_NODES.c.id.in_(ids))).all()
+
+
+def node_mapping(row: Row, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A node row (with ``tag_list``) as the node schema reads it: its columns, updated by
+    ``changes``, its sorted ``tags`` and its ``last_event``."""
+    node = dict(row._mapping) | dict(changes or {})
+    tag_list = node.pop("tag_list", None)
+    node["tags"] = sorted(tag_list.split(",")) if tag_list else []
+    node["last_event"] = last_event_of(
+        node["last_event_type"], node["last_event_status"], node["last_event_at"]
+    )
+    return node
 
 
 def find_node(session: Session, mac: str, *, for_update: bool = False) -> Node | None:

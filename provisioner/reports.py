@@ -35,8 +35,7 @@ from provisioner.lifecycle import record_install_failure
 from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.models import last_event_of
-from provisioner.nodes_repo import tags_of
+from provisioner.nodes_repo import node_mapping
 
 #: The legacy ``installation_status`` values and the event each stands for.
 LEGACY_STATUS = {
@@ -351,11 +350,7 @@ def _take_quiet_report(
     if not stale:
         changes |= report.hardware | {"last_seen_at": now, "updated_at": now}
         connection.execute(_UPDATE_NODE, changes | {"node_id": seen.id})
-    node = dict(seen._mapping) | changes
-    node["tags"] = tags_of(seen)
-    node["last_event"] = last_event_of(
-        node["last_event_type"], node["last_event_status"], node["last_event_at"]
-    )
+    node = node_mapping(seen, changes)
     answer = respond(node, outcome)
     if report.event_type is None:
         return answer

@@ -5,7 +5,6 @@ current provisioning episode has timed out and not completed since (pending agai
 again, or install_failed), or when it was installed but never reported ``first_boot``.
 """
 
-from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
@@ -13,13 +12,14 @@ from typing import Any
 from sqlalchemy import func
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from sqlalchemy.orm import selectinload
 
 from provisioner.events import EventType
 from provisioner.lifecycle import OPEN_EPISODE_STATES
 from provisioner.lifecycle import State
 from provisioner.models import Node
 from provisioner.models import NodeEvent
+from provisioner.nodes_repo import node_mapping
+from provisioner.nodes_repo import node_rows
 from provisioner.sweeper import Reason
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import stall_of
@@ -27,23 +27,21 @@ from provisioner.sweeper import stalled_condition
 from provisioner.timeutil import as_utc
 
 
-@dataclass
-class StalledNode:
-    """A node as the feed shows it: every node field, plus why it is listed."""
-
-    node: Node
-    reason: str
-    stalled_since: datetime
-    elapsed_seconds: float
-    timeouts: int
-    max_install_attempts: int
+class StalledNode(dict[str, Any]):
+    """A node as the feed shows it: every node field (``nodes_repo.node_mapping``) plus why
+    it is listed: ``reason``, ``stalled_since``, ``elapsed_seconds``, ``timeouts`` and
+    ``max_install_attempts``. Read as a mapping (the JSON schema) or by attribute (the CLI,
+    the dashboard's templates)."""
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.node, name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
-# Candidates are found as plain rows (id, reason, since): only the page shown is loaded as
-# full nodes, so a feed of thousands of stalls costs little more than its first page.
+# Candidates are found as plain rows (id, reason, since): only the page shown is loaded in
+# full (as plain rows too), so a feed of thousands of stalls costs little more than a page.
 _ROW = (Node.id, Node.state, Node.state_changed_at, Node.last_event_at)
 
 
@@ -115,11 +113,6 @@ def _no_first_boot(session: Session, rules: StallRules, now: datetime) -> list[t
     return [(row.id, Reason.NO_FIRST_BOOT, row.state_changed_at + limit) for row in rows]
 
 
-def _load_page(session: Session, ids: list[str]) -> dict[str, Node]:
-    query = select(Node).options(selectinload(Node.tag_rows)).where(Node.id.in_(ids))
-    return {node.id: node for node in session.scalars(query)}
-
-
 def stalled_feed(
     session: Session, rules: StallRules, now: datetime, *, limit: int
 ) -> tuple[list[StalledNode], int]:
@@ -139,10 +132,10 @@ def stalled_feed(
         total += len(late)
     found.sort(key=lambda item: (item[2], item[0]))
     page = found[:limit]
-    nodes = _load_page(session, [node_id for node_id, _, _ in page])
+    nodes = {row.id: row for row in node_rows(session, [node_id for node_id, _, _ in page])}
     items = [
         StalledNode(
-            node=nodes[node_id],
+            node_mapping(nodes[node_id]),
             reason=reason,
             stalled_since=since,
             elapsed_seconds=round((now - since).total_seconds(), 3),
