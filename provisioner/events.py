@@ -76,15 +76,19 @@ class Recorded:
     created_at: datetime
 
 
-def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Insert many event rows (``NodeEvent`` attribute names as keys) in one ``executemany``.
+_INSERT_EVENT = insert(NodeEvent.__table__)
 
-    The bulk form of ``add_event``, for the sweeper: the commit's observers hear of each.
+
+def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert event rows (column names as keys) with one plain statement, no ORM objects.
+
+    The statement form of ``add_event``, for the sweeper's batches and for reports that move
+    nothing: the commit's observers hear of each row.
     """
     if not rows:
         return
     order_event_ids(session)
-    session.execute(insert(NodeEvent), rows)
+    session.connection().execute(_INSERT_EVENT, rows)
     session.info.setdefault(PENDING_EVENTS, []).extend(
         (str(row["event_type"]), str(row["status"])) for row in rows
     )

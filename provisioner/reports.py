@@ -18,15 +18,13 @@ from typing import Any
 
 from sqlalchemy import Row
 from sqlalchemy import bindparam
-from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from provisioner.database import order_event_ids
-from provisioner.events import PENDING_EVENTS
 from provisioner.events import EventStatus
 from provisioner.events import EventType
+from provisioner.events import insert_events
 from provisioner.events import record_event
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
@@ -35,6 +33,7 @@ from provisioner.lifecycle import record_install_failure
 from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeEvent
+from provisioner.nodes_repo import find_node
 from provisioner.nodes_repo import node_mapping
 
 #: The legacy ``installation_status`` values and the event each stands for.
@@ -174,15 +173,15 @@ def _move(
     return Plan(f"{state}→{target}", message, target=target, comment=comment, metadata=metadata)
 
 
-STALE = Outcome(
-    "ignored: report from a previous install attempt",
-    "Event {event} recorded but ignored: it belongs to a previous install attempt",
-)
 STATUS_ONLY = Outcome("", "Status reported successfully")
 
 
 def _stale(report: Report) -> Outcome:
-    return Outcome(STALE.effect, STALE.message.format(event=report.event_type))
+    return Outcome(
+        "ignored: report from a previous install attempt",
+        f"Event {report.event_type} recorded but ignored: it belongs to a previous install "
+        "attempt",
+    )
 
 
 # -- applying them ---------------------------------------------------------------------------
@@ -264,11 +263,9 @@ _REPLAYED = select(NodeEvent.response).where(
     NodeEvent.node_id == bindparam("node_id"),
     NodeEvent.client_event_id == bindparam("client_event_id"),
 )
-_NODE_BY_ID = select(Node).where(Node.id == bindparam("id"))
 #: SET takes the columns named in the parameters (SQLAlchemy compiles and caches one
 #: statement per set of names): built once, not per report.
 _UPDATE_NODE = update(Node.__table__).where(Node.__table__.c.id == bindparam("node_id"))
-_INSERT_EVENT = insert(NodeEvent.__table__)
 
 
 def replayed_answer(session: Session, node_id: str, client_event_id: str | None) -> Row | None:
@@ -297,48 +294,48 @@ def take_report(
     the ORM and goes through ``lifecycle``; any other is written with one UPDATE of the node
     and one INSERT of its event. With a client event id, the answer is stored with the event.
     """
+    plan = None
     if not stale and report.event_type is not None:
         plan = plan_report(seen, report, max_attempts)
-        if plan.moves:
-            node = session.scalars(
-                _NODE_BY_ID.params(id=seen.id).execution_options(populate_existing=True)
-            ).one()
-            outcome = apply_report(
-                session, node, report, peer_ip=peer_ip, max_attempts=max_attempts, now=now
-            )
-            answer = respond(node, outcome)
-            if outcome.event is not None and report.client_event_id is not None:
-                outcome.event.response = answer
-            # Written now, not at commit: a later report in the same group-commit batch reads
-            # and updates this row with plain statements, which a late flush would undo.
-            session.flush()
-            return answer
-    return _take_quiet_report(
-        session, seen, report, peer_ip=peer_ip, max_attempts=max_attempts, now=now,
-        respond=respond, stale=stale,
-    )  # fmt: skip
+    if plan is None or not plan.moves:
+        return _take_quiet_report(
+            session, seen, report, plan, peer_ip=peer_ip, now=now, respond=respond, stale=stale
+        )
+    node = find_node(session, seen.mac_address, for_update=True)
+    assert node is not None  # locked and read in this transaction
+    outcome = apply_report(
+        session, node, report, peer_ip=peer_ip, max_attempts=max_attempts, now=now
+    )
+    answer = respond(node, outcome)
+    if outcome.event is not None and report.client_event_id is not None:
+        outcome.event.response = answer
+    # Written now, not at commit: a later report in the same group-commit batch reads and
+    # updates this row with plain statements, which a late flush would undo.
+    session.flush()
+    return answer
 
 
 def _take_quiet_report(
     session: Session,
     seen: Row,
     report: Report,
+    plan: Plan | None,
     *,
     peer_ip: str | None,
-    max_attempts: int,
     now: datetime,
     respond: Respond,
     stale: bool,
 ) -> dict[str, Any]:
-    """``take_report`` for a report that moves nothing: plain statements, no ORM objects."""
-    connection = session.connection()
+    """``take_report`` for a report that moves nothing: plain statements, no ORM objects.
+
+    ``plan`` is the report's plan, or None for a status-only or a stale report.
+    """
     changes: dict[str, Any] = {}
     if report.event_type is None:
         outcome = STATUS_ONLY
-    elif stale:
+    elif plan is None:  # stale: recorded, changes nothing
         outcome = _stale(report)
     else:
-        plan = plan_report(seen, report, max_attempts)
         outcome = Outcome(plan.effect, plan.message)
         if plan.progress is not None:
             changes["progress"] = plan.progress
@@ -349,28 +346,26 @@ def _take_quiet_report(
         }
     if not stale:
         changes |= report.hardware | {"last_seen_at": now, "updated_at": now}
-        connection.execute(_UPDATE_NODE, changes | {"node_id": seen.id})
-    node = node_mapping(seen, changes)
-    answer = respond(node, outcome)
+        session.connection().execute(_UPDATE_NODE, changes | {"node_id": seen.id})
+    answer = respond(node_mapping(seen, changes), outcome)
     if report.event_type is None:
         return answer
-    order_event_ids(session)
-    connection.execute(
-        _INSERT_EVENT,
-        {
-            "node_id": seen.id,
-            "event_type": report.event_type,
-            "status": report.status,
-            "message": report.message,
-            "progress": report.progress,
-            "metadata": report.metadata,
-            "ip_address": peer_ip,
-            "effect": outcome.effect,
-            "client_event_id": report.client_event_id,
-            "response": answer if report.client_event_id is not None else None,
-            "created_at": now,
-        },
+    insert_events(
+        session,
+        [
+            {
+                "node_id": seen.id,
+                "event_type": report.event_type,
+                "status": report.status,
+                "message": report.message,
+                "progress": report.progress,
+                "metadata": report.metadata,
+                "ip_address": peer_ip,
+                "effect": outcome.effect,
+                "client_event_id": report.client_event_id,
+                "response": answer if report.client_event_id is not None else None,
+                "created_at": now,
+            }
+        ],
     )
-    pending = session.info.setdefault(PENDING_EVENTS, [])
-    pending.append((str(report.event_type), str(report.status)))
     return answer

@@ -244,7 +244,7 @@ def _timeout_event(node_id: str, stall: Stall, effect: str, now: datetime) -> di
         "event_type": EventType.INSTALL_TIMEOUT,
         "status": EventStatus.FAILED,
         "message": stall.error,
-        "metadata_": _stall_metadata(stall),
+        "metadata": _stall_metadata(stall),
         "effect": effect,
         "created_at": now,
     }
