@@ -365,6 +365,25 @@ def test_late_install_failed_with_the_previous_token_does_not_count_an_attempt(
     )
 
 
+def test_late_status_only_report_with_the_previous_token_changes_nothing(
+    client, clock, installing, rows
+):
+    """A report without an event, sent with the previous attempt's token, writes nothing:
+    neither the facts it carries nor the node's last-seen time."""
+    first = installing
+    fail_attempt(client, clock, first, "failed")
+    boot_installer(client)
+    clock.advance(minutes=5)
+    node_before = client.get(f"/api/v1/nodes/{MAC}").json["data"]
+    events_before = rows("node_events")
+
+    late = report(client, {"hostname": "late-host", "ip_address": "10.9.9.9"}, first)
+
+    assert late.status_code == 200, late.json
+    assert client.get(f"/api/v1/nodes/{MAC}").json["data"] == node_before
+    assert rows("node_events") == events_before
+
+
 @pytest.mark.parametrize("how", ["failed", "timeout"])
 def test_token_two_attempts_old_is_refused(client, clock, installing, snapshot, how):
     """Only one attempt back is remembered; anything older is just a wrong token."""
