@@ -26,9 +26,10 @@ _TAG_LIST = (
     .scalar_subquery()
     .label("tag_list")
 )
-_NODE_ROW_WITH_TAGS_LOCKED = (
-    select(_NODES, _TAG_LIST).where(_NODES.c.mac_address == bindparam("mac")).with_for_update()
-)
+_NODE_WITH_TAGS = select(_NODES, _TAG_LIST)
+_NODE_ROW_WITH_TAGS_LOCKED = _NODE_WITH_TAGS.where(
+    _NODES.c.mac_address == bindparam("mac")
+).with_for_update()
 
 
 def glance_node(engine: Engine, mac: str) -> Row | None:
@@ -50,7 +51,7 @@ def peek_node_for_update(session: Session, mac: str) -> Row | None:
 
 def node_rows(session: Session, ids: list[str]) -> list[Row]:
     """The nodes with these ids, as plain rows with their ``tag_list``."""
-    return session.execute(select(_NODES, _TAG_LIST).where(_NODES.c.id.in_(ids))).all()
+    return session.execute(_NODE_WITH_TAGS.where(_NODES.c.id.in_(ids))).all()
 
 
 def node_mapping(row: Row, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:
