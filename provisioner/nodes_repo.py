@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import Row
 from sqlalchemy import bindparam
 from sqlalchemy import func
+from sqlalchemy import literal_column
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
@@ -19,9 +20,11 @@ from provisioner.models import last_event_of
 
 _NODES = Node.__table__
 _NODE_ROW_BY_MAC = select(_NODES).where(_NODES.c.mac_address == bindparam("mac"))
-#: Tags travel with the row as one string (tags never hold a comma), saving a query.
+#: Tags travel with the row as one string (tags never hold a comma), saving a query. The
+#: separator is SQL text: given as a Python string it is a "post-compile" parameter, and
+#: the statement's SQL string would be rebuilt on every execution (a third of its cost).
 _TAG_LIST = (
-    select(func.aggregate_strings(NodeTag.tag, ","))
+    select(func.aggregate_strings(NodeTag.tag, literal_column("','")))
     .where(NodeTag.node_id == _NODES.c.id)
     .scalar_subquery()
     .label("tag_list")
