@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from provisioner.database import defer_write
 from provisioner.database import order_event_ids
 from provisioner.lifecycle import PENDING_CHANGES
 from provisioner.models import Node
@@ -79,16 +80,21 @@ class Recorded:
 _INSERT_EVENT = insert(NodeEvent.__table__)
 
 
-def insert_events(session: Session, rows: list[dict[str, Any]]) -> None:
+def insert_events(session: Session, rows: list[dict[str, Any]], *, key: str | None = None) -> None:
     """Insert event rows (column names as keys) with one plain statement, no ORM objects.
 
     The statement form of ``add_event``, for the sweeper's batches and for reports that move
-    nothing: the commit's observers hear of each row.
+    nothing: the commit's observers hear of each row. Rows about one node, named by ``key``
+    (its MAC), may be held back to the end of the transaction (``database.defer_write``).
     """
     if not rows:
         return
     order_event_ids(session)
-    session.connection().execute(_INSERT_EVENT, rows)
+    if key is None:
+        session.connection().execute(_INSERT_EVENT, rows)
+    else:
+        for row in rows:
+            defer_write(session, _INSERT_EVENT, row, key)
     session.info.setdefault(PENDING_EVENTS, []).extend(
         (str(row["event_type"]), str(row["status"])) for row in rows
     )

@@ -27,6 +27,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
+from provisioner.database import deferring_writes
 from provisioner.database import write_transaction
 from provisioner.extensions import db
 
@@ -94,7 +95,7 @@ class GroupWriter:
     def _commit(self, batch: list[tuple[Job, Future]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
-            with write_transaction(db.session) as session:
+            with write_transaction(db.session) as session, deferring_writes(session):
                 for job, _ in batch:
                     try:
                         outcomes.append((True, job(session)))

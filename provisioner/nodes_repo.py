@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from provisioner.database import settle_writes
 from provisioner.database import single_read
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
@@ -47,8 +48,10 @@ def peek_node_for_update(session: Session, mac: str) -> Row | None:
 
     A Core row skips the ORM's identity map and attribute instrumentation, which cost about
     as much as the query itself on hot paths. The row is locked on PostgreSQL; SQLite's
-    write transaction already excludes other writers.
+    write transaction already excludes other writers. Writes about the node that the
+    transaction holds back (``database.defer_write``) are sent first.
     """
+    settle_writes(session, mac)
     return session.connection().execute(_NODE_ROW_WITH_TAGS_LOCKED, {"mac": mac}).first()
 
 
@@ -71,6 +74,7 @@ def node_mapping(row: Row, changes: Mapping[str, Any] | None = None) -> dict[str
 
 def find_node(session: Session, mac: str, *, for_update: bool = False) -> Node | None:
     """The node with this (normalised) MAC; ``for_update`` locks its row and re-reads it."""
+    settle_writes(session, mac)
     query = select(Node).where(Node.mac_address == mac)
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)

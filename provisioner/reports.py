@@ -22,6 +22,8 @@ from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from provisioner.database import defer_write
+from provisioner.database import settle_writes
 from provisioner.events import EventStatus
 from provisioner.events import EventType
 from provisioner.events import insert_events
@@ -301,6 +303,7 @@ def take_report(
         return _take_quiet_report(
             session, seen, report, plan, peer_ip=peer_ip, now=now, respond=respond, stale=stale
         )
+    settle_writes(session)  # the batch's earlier events keep their place before this one's
     node = find_node(session, seen.mac_address, for_update=True)
     assert node is not None  # locked and read in this transaction
     outcome = apply_report(
@@ -346,7 +349,7 @@ def _take_quiet_report(
         }
     if not stale:
         changes |= report.hardware | {"last_seen_at": now, "updated_at": now}
-        session.connection().execute(_UPDATE_NODE, changes | {"node_id": seen.id})
+        defer_write(session, _UPDATE_NODE, changes | {"node_id": seen.id}, seen.mac_address)
     answer = respond(node_mapping(seen, changes), outcome)
     if report.event_type is None:
         return answer
@@ -367,5 +370,6 @@ def _take_quiet_report(
                 "created_at": now,
             }
         ],
+        key=seen.mac_address,
     )
     return answer

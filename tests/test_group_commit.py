@@ -7,14 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 import dbcheck
 import pytest
 from apihelpers import node_in_state
+from sqlalchemy import insert
 from sqlalchemy import text
 from werkzeug.exceptions import Unauthorized
 
+from provisioner.database import defer_write
 from provisioner.events import EventType
 from provisioner.group_commit import EXTENSION_KEY
 from provisioner.group_commit import GroupWriter
+from provisioner.models import NodeTag
 from provisioner.nodes_repo import peek_node_for_update
 from provisioner.reports import Report
+from provisioner.reports import replayed_answer
 from provisioner.reports import take_report
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
@@ -147,15 +151,19 @@ def test_postgresql_needs_no_writer(app):
     assert EXTENSION_KEY not in app.extensions
 
 
-def report_job(mac_address: str, event: str, clock):
-    """The write a report makes, as the view hands it to the writer."""
+def report_job(mac_address: str, event: str, clock, *, progress=None, event_id=None):
+    """The write a report makes, as the view hands it to the writer: a repeated
+    ``event_id`` answers with the stored response."""
 
     def job(session):
         seen = peek_node_for_update(session, mac_address)
+        replayed = replayed_answer(session, seen.id, event_id)
+        if replayed is not None:
+            return replayed.response
         return take_report(
             session,
             seen,
-            Report(event_type=EventType(event)),
+            Report(event_type=EventType(event), progress=progress, client_event_id=event_id),
             peer_ip=None,
             max_attempts=3,
             now=clock(),
@@ -182,3 +190,104 @@ def test_a_move_and_a_later_report_in_one_batch_keep_their_order(app, client, cl
     node = client.get(f"/api/v1/nodes/{mac(1)}").json["data"]
     assert node["state"] == "installed"
     assert node["last_event"]["type"] == "heartbeat"
+
+
+# -- writes held back to the end of the batch (database.deferring_writes) -----------------
+
+
+@SQLITE
+def test_a_report_reads_what_an_earlier_report_in_its_batch_held_back(app, client, clock):
+    """The second progress report has no figure of its own and shows the node's: the first
+    report's 40, which is still held back when the second reads the node."""
+    node_in_state(client, mac(1), "installing")
+
+    futures = queue_batch(
+        app,
+        [
+            report_job(mac(1), "install_progress", clock, progress=40),
+            report_job(mac(1), "install_progress", clock),
+        ],
+    )
+
+    assert [future.result(timeout=10) for future in futures] == [
+        {"effect": "progress 40%"},
+        {"effect": "progress 40%"},
+    ]
+    assert writer_of(app).batches == 1
+    assert client.get(f"/api/v1/nodes/{mac(1)}").json["data"]["progress"] == 40
+
+
+@SQLITE
+def test_a_retry_in_the_same_batch_is_answered_from_the_held_back_event(app, client, clock):
+    node_in_state(client, mac(1), "installing")
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    before = dbcheck.count_rows(url, "node_events")
+
+    futures = queue_batch(
+        app,
+        [
+            report_job(mac(1), "install_progress", clock, progress=7, event_id="once"),
+            report_job(mac(1), "install_progress", clock, progress=99, event_id="once"),
+        ],
+    )
+
+    assert [future.result(timeout=10) for future in futures] == [{"effect": "progress 7%"}] * 2
+    assert writer_of(app).batches == 1  # answered in the batch, not by re-running it
+    assert dbcheck.count_rows(url, "node_events") == before + 1
+    assert client.get(f"/api/v1/nodes/{mac(1)}").json["data"]["progress"] == 7
+
+
+@SQLITE
+def test_events_of_a_batch_keep_its_order_around_a_move(app, client, clock):
+    """A move goes through the ORM; the quiet reports before it are sent first, so event
+    ids follow the order the batch took its reports in."""
+    for number in (1, 2, 3):
+        node_in_state(client, mac(number), "installing")
+
+    futures = queue_batch(
+        app,
+        [
+            report_job(mac(1), "heartbeat", clock),
+            report_job(mac(2), "install_complete", clock),
+            report_job(mac(3), "heartbeat", clock),
+        ],
+    )
+
+    for future in futures:
+        future.result(timeout=10)
+    ordered = dbcheck.rows(
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        "SELECT nodes.mac_address FROM node_events JOIN nodes ON nodes.id = node_events.node_id"
+        " WHERE node_events.event_type IN ('heartbeat', 'install_complete')"
+        " ORDER BY node_events.id",
+    )
+    assert ordered == [(mac(1),), (mac(2),), (mac(3),)]
+
+
+@SQLITE
+def test_a_held_back_write_that_fails_fails_its_own_job_alone(app, client, clock):
+    """The failure surfaces when the batch sends its held-back writes, after every job has
+    run: the batch is undone and each job runs again alone."""
+    node_in_state(client, mac(1), "installing")
+    node_in_state(client, mac(2), "installing")
+
+    def orphan_tag(session):
+        row = {"node_id": "no-such-node", "tag": "orphan"}
+        defer_write(session, insert(NodeTag.__table__), row, "no-such-node")
+        return "deferred"
+
+    futures = queue_batch(
+        app,
+        [
+            report_job(mac(1), "install_progress", clock, progress=10),
+            orphan_tag,
+            report_job(mac(2), "install_progress", clock, progress=20),
+        ],
+    )
+
+    assert futures[0].result(timeout=10) == {"effect": "progress 10%"}
+    assert "FOREIGN KEY" in str(futures[1].exception(timeout=10))
+    assert futures[2].result(timeout=10) == {"effect": "progress 20%"}
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    assert dbcheck.rows(url, "SELECT progress FROM nodes ORDER BY mac_address") == [(10,), (20,)]
+    assert dbcheck.rows(url, "SELECT tag FROM node_tags") == []
