@@ -66,6 +66,19 @@ def hello_ceiling(workdir: Path) -> dict:
         process.wait(10)
 
 
+def wait_for_workers(server: ServerProcess, count: int, timeout: float = 60) -> None:
+    """Wait until ``count`` worker processes listen on the shared port.
+
+    The kernel spreads a new connection over the sockets listening at that moment, and wrk
+    opens all its connections at once: a worker that started late would get none of them.
+    """
+    deadline = time.monotonic() + timeout
+    while server.log_text().count("provisioner: serving on") < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers did not start:\n{server.log_text()}")
+        time.sleep(0.1)
+
+
 def run(workdir: Path) -> dict:
     database, env = migrated_database(workdir, "http")
     now = utcnow()
@@ -90,6 +103,7 @@ def run(workdir: Path) -> dict:
         env, workdir, name="http-2workers", threads=THREADS, extra_args=["--workers", "2"]
     )
     with two as server:
+        wait_for_workers(server, 2)
         figures["boot_64_2_workers"] = run_wrk(
             server.url, boot_script, workdir, connections=64, seconds=SECONDS
         )
