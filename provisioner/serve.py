@@ -83,6 +83,10 @@ def serve(
     logging.basicConfig(
         level=app.config["LOG_LEVEL"], format="%(levelname)s %(name)s: %(message)s"
     )
+    # waitress warns "Task queue depth is N" for every request that finds all threads busy:
+    # under a boot storm that is one log line per request, written while holding the lock
+    # the worker threads take their next request under.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if migrate:
         upgrade_database(app)
     where = (
