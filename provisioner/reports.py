@@ -6,7 +6,8 @@ not retry it forever. ``plan_report`` holds the rules: from the node as read, it
 the effect, the answer and whether the node moves. Reports that fit a move go through
 ``lifecycle`` (``apply_report``). Most reports move nothing (heartbeats, progress): under a
 boot storm they are nearly all of the traffic, so ``take_report`` writes those with plain
-SQL statements (one UPDATE, one INSERT) instead of the ORM's unit of work.
+SQL statements (one UPDATE, one INSERT) instead of the ORM's unit of work; in a group-commit
+batch those are held back and sent for the whole batch at once (``database.defer_write``).
 """
 
 from collections.abc import Callable
