@@ -216,7 +216,9 @@ class DeferredWrites:
     INSERT cost more in SQLAlchemy's execution than in SQLite. Held back, each statement runs
     once for all its rows (``executemany``). Every write names the ``key`` (a node's MAC) it
     is about; a read of that key first ``settle_writes``, so no read in the transaction can
-    miss a write made before it.
+    miss a write made before it. Rows are grouped by statement and columns, so two held-back
+    writes are sent in no particular order: writes about one key that depend on each other's
+    order need a settling read between them, as every report reads its node before writing.
     """
 
     def __init__(self) -> None:
