@@ -13,13 +13,11 @@ from werkzeug.exceptions import Unauthorized
 
 from provisioner.database import defer_write
 from provisioner.events import EventType
+from provisioner.events_api import views
 from provisioner.group_commit import EXTENSION_KEY
 from provisioner.group_commit import GroupWriter
 from provisioner.models import NodeTag
-from provisioner.nodes_repo import peek_node_for_update
 from provisioner.reports import Report
-from provisioner.reports import replayed_answer
-from provisioner.reports import take_report
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -152,25 +150,18 @@ def test_postgresql_needs_no_writer(app):
 
 
 def report_job(mac_address: str, event: str, clock, *, progress=None, event_id=None):
-    """The write a report makes, as the view hands it to the writer: a repeated
-    ``event_id`` answers with the stored response."""
-
-    def job(session):
-        seen = peek_node_for_update(session, mac_address)
-        replayed = replayed_answer(session, seen.id, event_id)
-        if replayed is not None:
-            return replayed.response
-        return take_report(
-            session,
-            seen,
-            Report(event_type=EventType(event), progress=progress, client_event_id=event_id),
-            peer_ip=None,
-            max_attempts=3,
-            now=clock(),
-            respond=lambda node, outcome: {"effect": outcome.effect},
-        )
-
-    return job
+    """The write the report view hands to the writer (open report mode: no token)."""
+    return views.report_job(
+        mac_address,
+        None,
+        Report(event_type=EventType(event), progress=progress, client_event_id=event_id),
+        {
+            "peer_ip": None,
+            "max_attempts": 3,
+            "now": clock(),
+            "respond": lambda node, outcome: {"effect": outcome.effect},
+        },
+    )
 
 
 @SQLITE

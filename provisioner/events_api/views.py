@@ -1,5 +1,6 @@
 """Node reports (``POST /api/v1/report``) and the events API."""
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from typing import Any
 
@@ -79,16 +80,24 @@ def report(body: dict[str, Any]):
     ignored) and answered 200, so installers never retry it. A repeated ``event_id`` returns
     the first response again and writes nothing.
     """
-    node_report = report_from_body(body)
-    mac, token = body["mac_address"], presented_token(request)
     settings = {
         "peer_ip": peer_ip(),
         "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
         "now": now(),
         "respond": _answer,
     }
+    mac, token = body["mac_address"], presented_token(request)
+    return jsonify(run_write(report_job(mac, token, report_from_body(body), settings)))
 
-    def write(session: Session) -> dict[str, Any]:
+
+def report_job(
+    mac: str, token: str | None, node_report: Report, settings: Mapping[str, Any]
+) -> Callable[[Session], dict[str, Any]]:
+    """The write of one report, for ``run_write``: check the token, answer a repeated
+    ``event_id`` from the stored response, else apply the report (``take_report``, given
+    ``settings``: peer_ip, max_attempts, now, respond)."""
+
+    def job(session: Session) -> dict[str, Any]:
         seen, match = _reporting_node(
             peek_node_for_update(session, mac), f"No node with MAC address {mac}", token
         )
@@ -98,7 +107,7 @@ def report(body: dict[str, Any]):
         stale = match is TokenMatch.PREVIOUS
         return take_report(session, seen, node_report, stale=stale, **settings)
 
-    return jsonify(run_write(write))
+    return job
 
 
 PHONE_HOME_FIELDS = (
