@@ -14,6 +14,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from provisioner.database import defer_write
+from provisioner.database import insert_rows
 from provisioner.database import order_event_ids
 from provisioner.lifecycle import PENDING_CHANGES
 from provisioner.models import Node
@@ -80,21 +81,31 @@ class Recorded:
 _INSERT_EVENT = insert(NodeEvent.__table__)
 
 
-def insert_events(session: Session, rows: list[dict[str, Any]], *, key: str | None = None) -> None:
-    """Insert event rows (column names as keys) with one plain statement, no ORM objects.
+def insert_events(
+    session: Session,
+    rows: list[dict[str, Any]],
+    *,
+    same: dict[str, Any] | None = None,
+    key: str | None = None,
+) -> None:
+    """Insert event rows (column names as keys) with plain statements, no ORM objects.
 
     The statement form of ``add_event``, for the sweeper's batches and for reports that move
-    nothing: the commit's observers hear of each row. Rows about one node, named by ``key``
-    (its MAC), may be held back to the end of the transaction (``database.defer_write``).
+    nothing: the commit's observers hear of each row. ``same`` holds the columns every row
+    shares. Rows about one node, named by ``key`` (its MAC), may be held back to the end of
+    the transaction (``database.defer_write``); without a key, all rows go in one statement
+    (``database.insert_rows``).
     """
     if not rows:
         return
     order_event_ids(session)
+    same = same or {}
     if key is None:
-        session.connection().execute(_INSERT_EVENT, rows)
+        insert_rows(session, NodeEvent.__table__, rows, same=same)
     else:
         for row in rows:
-            defer_write(session, _INSERT_EVENT, row, key)
+            defer_write(session, _INSERT_EVENT, same | row, key)
+    rows = [same | row for row in rows] if same else rows
     session.info.setdefault(PENDING_EVENTS, []).extend(
         (str(row["event_type"]), str(row["status"])) for row in rows
     )

@@ -10,12 +10,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy import tuple_
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from provisioner.database import insert_rows
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 
@@ -233,9 +233,8 @@ def record_install_failures(
     One guarded ``UPDATE ... WHERE id IN (...) AND (id, state_changed_at) IN (...) AND
     state = 'installing' RETURNING id`` per (target, error): a node another request moved
     since it was read matches no row and is left alone, exactly as ``transition`` would
-    refuse it. The state-log rows of the nodes actually moved are inserted in one
-    ``executemany`` (the ORM would send one ``INSERT ... RETURNING`` per row on SQLite);
-    those moves are returned.
+    refuse it. The state-log rows of the nodes actually moved are inserted in one statement
+    (``database.insert_rows``); those moves are returned.
     """
     groups: dict[tuple[State, str], list[SeenInstall]] = {}
     for item in seen:
@@ -273,12 +272,9 @@ def record_install_failures(
             rows.append(
                 {
                     "node_id": node_id,
-                    "from_state": State.INSTALLING,
                     "to_state": target,
-                    "triggered_by": triggered_by,
                     "comment": comment,
-                    "metadata_": item.metadata,
-                    "created_at": now,
+                    "metadata": item.metadata,
                 }
             )
             seconds = (now - item.state_changed_at).total_seconds()
@@ -286,7 +282,12 @@ def record_install_failures(
                 (State.INSTALLING, target, seconds)
             )
     if rows:
-        session.execute(insert(NodeStateLog), rows)
+        insert_rows(
+            session,
+            NodeStateLog.__table__,
+            rows,
+            same={"from_state": State.INSTALLING, "triggered_by": triggered_by, "created_at": now},
+        )
         session.info.setdefault(PENDING_CHANGES, []).extend(moves)
     return moves
 

@@ -28,6 +28,7 @@ from provisioner.events import EventStatus
 from provisioner.events import EventType
 from provisioner.events import insert_events
 from provisioner.events import record_event
+from provisioner.lifecycle import Move
 from provisioner.lifecycle import SeenInstall
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
@@ -195,10 +196,10 @@ def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: Swe
             .limit(BATCH_SIZE)
             .with_for_update(skip_locked=True)
         ).all()
-        stalls = {row.id: stall for row in batch if (stall := stall_of(row, rules, now))}
+        seen = {row.id: _seen(row, stall) for row in batch if (stall := stall_of(row, rules, now))}
         moved = record_install_failures(
             session,
-            [_seen(row, stalls[row.id]) for row in batch if row.id in stalls],
+            list(seen.values()),
             max_attempts=rules.max_attempts,
             triggered_by=Trigger.SWEEPER,
             now=now,
@@ -209,17 +210,20 @@ def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: Swe
                 "last_event_at": now,
             },
         )
-        attempts = {row.id: row.install_attempts + 1 for row in batch}
-        events = []
+        events = [_timeout_event(seen[move.node_id], move, rules.max_attempts) for move in moved]
         for move in moved:
-            stall = stalls[move.node_id]
-            effect = f"installing→{move.to_state} "
-            effect += f"(attempt {attempts[move.node_id]} of {rules.max_attempts})"
-            events.append(_timeout_event(move.node_id, stall, effect, now))
             result.timed_out += 1
             result.retried += move.to_state == State.PENDING
             result.failed += move.to_state == State.INSTALL_FAILED
-        insert_events(session, events)
+        insert_events(
+            session,
+            events,
+            same={
+                "event_type": EventType.INSTALL_TIMEOUT,
+                "status": EventStatus.FAILED,
+                "created_at": now,
+            },
+        )
     result.batches += 1
     return len(batch) == BATCH_SIZE and result.timed_out > handled
 
@@ -238,15 +242,14 @@ def _seen(row: Row, stall: Stall) -> SeenInstall:
     )
 
 
-def _timeout_event(node_id: str, stall: Stall, effect: str, now: datetime) -> dict[str, Any]:
+def _timeout_event(seen: SeenInstall, move: Move, max_attempts: int) -> dict[str, Any]:
+    """The columns of a sweep's ``install_timeout`` event that differ from node to node."""
+    attempt = f"attempt {seen.install_attempts + 1} of {max_attempts}"
     return {
-        "node_id": node_id,
-        "event_type": EventType.INSTALL_TIMEOUT,
-        "status": EventStatus.FAILED,
-        "message": stall.error,
-        "metadata": _stall_metadata(stall),
-        "effect": effect,
-        "created_at": now,
+        "node_id": seen.node_id,
+        "message": seen.error,
+        "metadata": seen.metadata,
+        "effect": f"{move.from_state}→{move.to_state} ({attempt})",
     }
 
 
