@@ -10,7 +10,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import tuple_
+from sqlalchemy import ColumnElement
+from sqlalchemy import and_
+from sqlalchemy import false
+from sqlalchemy import func
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -210,7 +213,7 @@ def failure_comment(error: str, attempts: int, max_attempts: int) -> str:
 
 @dataclass(frozen=True)
 class SeenInstall:
-    """An installing node as a set-based caller read it: the guard for its update."""
+    """An installing node as a set-based caller read (and holds) it, and why it failed."""
 
     node_id: str
     state_changed_at: datetime
@@ -226,14 +229,17 @@ def record_install_failures(
     max_attempts: int,
     triggered_by: str,
     now: datetime,
+    still: ColumnElement[bool],
     also_set: dict[str, Any] | None = None,
 ) -> list[Move]:
     """The set form of ``record_install_failure``, for many installing nodes at once.
 
-    One guarded ``UPDATE ... WHERE id IN (...) AND (id, state_changed_at) IN (...) AND
-    state = 'installing' RETURNING id`` per (target, error): a node another request moved
-    since it was read matches no row and is left alone, exactly as ``transition`` would
-    refuse it. The state-log rows of the nodes actually moved are inserted in one statement
+    The caller holds the rows of ``seen`` from its read on (``BEGIN IMMEDIATE`` on SQLite,
+    ``SELECT ... FOR UPDATE`` on PostgreSQL) and chose them by the condition ``still``.
+    One ``UPDATE ... WHERE id IN (...) AND (state = 'installing' AND <still>) RETURNING id``
+    per (target, error) moves them: checking ``still`` again costs nothing per row and
+    leaves alone a node that changed since it was read, as ``transition`` would. The
+    state-log rows of the nodes moved are inserted in one statement
     (``database.insert_rows``); those moves are returned.
     """
     groups: dict[tuple[State, str], list[SeenInstall]] = {}
@@ -246,13 +252,11 @@ def record_install_failures(
         moved = session.scalars(
             update(Node)
             .where(
-                # ``id IN`` lets SQLite use the primary key instead of scanning every
-                # installing node for the row-value match.
                 Node.id.in_(list(by_id)),
-                tuple_(Node.id, Node.state_changed_at).in_(
-                    [(item.node_id, item.state_changed_at) for item in items]
-                ),
-                Node.state == State.INSTALLING,
+                # Inside a function, so that SQLite's planner looks the nodes up by their
+                # ids: it would rather serve these terms from the (state, state_changed_at)
+                # index, walking every installing node on every call.
+                func.coalesce(and_(Node.state == State.INSTALLING, still), false()),
             )
             .values(
                 state=target,

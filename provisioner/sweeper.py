@@ -189,9 +189,10 @@ def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: Swe
     """
     handled = result.timed_out
     with write_transaction(session):
+        stalled = stalled_condition(rules, now)
         batch = session.execute(
             select(*_CANDIDATE_COLUMNS)
-            .where(stalled_condition(rules, now))
+            .where(stalled)
             .order_by(Node.state_changed_at)
             .limit(BATCH_SIZE)
             .with_for_update(skip_locked=True)
@@ -203,6 +204,7 @@ def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: Swe
             max_attempts=rules.max_attempts,
             triggered_by=Trigger.SWEEPER,
             now=now,
+            still=stalled,
             also_set={
                 "install_timeouts": Node.install_timeouts + 1,
                 "last_event_type": EventType.INSTALL_TIMEOUT,

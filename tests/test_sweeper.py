@@ -5,6 +5,7 @@ import math
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import select
@@ -379,6 +380,32 @@ def test_sweep_handles_many_stalled_nodes_in_batches_exactly_once(app, clock):
         ).all()
     assert per_node == {node_id: 1 for node_id in ids}
     assert states == [("pending", 1, count)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_sweep_finds_its_batch_by_id_not_by_walking_every_installing_node(app, clock):
+    """SQLite's planner would serve the batch's UPDATE from the (state, state_changed_at)
+    index, reading every installing node once per batch; it must look the batch up by id."""
+    add_installing_nodes(app, 3, clock())
+    clock.advance(minutes=TIMEOUT)
+    updates = []
+
+    def keep_update(_conn, _cursor, statement, parameters, _context, _executemany):
+        if statement.startswith("UPDATE nodes"):
+            updates.append((statement, parameters))
+
+    with app.app_context():
+        event.listen(db.engine, "before_cursor_execute", keep_update)
+        try:
+            assert sweep(app, clock).timed_out == 3
+        finally:
+            event.remove(db.engine, "before_cursor_execute", keep_update)
+        [(statement, parameters)] = updates
+        plan = db.session.connection().exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {statement}", parameters
+        )
+        details = [row[-1] for row in plan]
+    assert details == ["SEARCH nodes USING INDEX sqlite_autoindex_nodes_1 (id=?)"]
 
 
 def test_sweep_of_an_exact_multiple_of_the_batch_size(app, clock):
