@@ -2,12 +2,16 @@
 
 1. boot: GET /api/v1/boot for known MACs of active nodes (the local-boot path), 64 conns;
 2. report: heartbeat / install_progress for 1,000 installing nodes, 64 and 256 conns.
+Each is measured ``ROUNDS`` times, in turn with the hello app; a figure is the median round's
+and a ratio the median of the rounds' ratios.
 The server runs in its default report-token mode; each request carries its node's token.
 """
 
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.populate import add_nodes
@@ -20,8 +24,13 @@ from bench.wrk import run_wrk
 from provisioner.timeutil import utcnow
 
 THREADS = 16
-SECONDS = 10
+SECONDS = 5
 NODES = 1000
+#: Rounds of hello, boot and report measured one after another, so that each ratio compares
+#: windows seconds apart: on a shared host the speed of the machine drifts within minutes.
+ROUNDS = 5
+
+HELLO_LUA = 'request = function() return wrk.format("GET", "/hello") end\n'
 
 BOOT_LUA = """
 math.randomseed(42)
@@ -47,8 +56,9 @@ end
 """
 
 
-def hello_ceiling(workdir: Path) -> dict:
-    """Requests per second of a minimal Flask app under waitress, same thread count."""
+@contextmanager
+def hello_app() -> Iterator[str]:
+    """A minimal Flask app under waitress with the same thread count: the ceiling."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.hello", str(port), str(THREADS)],
@@ -57,13 +67,36 @@ def hello_ceiling(workdir: Path) -> dict:
     )
     try:
         time.sleep(1.5)
-        script = 'request = function() return wrk.format("GET", "/hello") end\n'
-        return run_wrk(
-            f"http://127.0.0.1:{port}", script, workdir, connections=64, seconds=SECONDS
-        )
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(10)
+
+
+def median_round(rounds: list[dict]) -> dict:
+    """The round with the median throughput, with every round's req/s and p99 added."""
+    ordered = sorted(rounds, key=lambda figures: figures["rps"])
+    return ordered[len(ordered) // 2] | {
+        "rounds_rps": [figures["rps"] for figures in rounds],
+        "rounds_p99_ms": [figures["p99_ms"] for figures in rounds],
+    }
+
+
+def median_ratio(over: list[dict], under: list[dict]) -> float:
+    """The median over rounds of ``over``'s throughput against ``under``'s in the same round."""
+    ratios = sorted(a["rps"] / b["rps"] for a, b in zip(over, under, strict=True))
+    return round(ratios[len(ratios) // 2], 3)
+
+
+def measure_rounds(workdir: Path, **runs: tuple[str, str, int]) -> dict[str, list[dict]]:
+    """wrk on each of ``runs`` (url, Lua script, connections) in turn, ``ROUNDS`` times over."""
+    rounds: dict[str, list[dict]] = {name: [] for name in runs}
+    for _ in range(ROUNDS):
+        for name, (url, script, connections) in runs.items():
+            rounds[name].append(
+                run_wrk(url, script, workdir, connections=connections, seconds=SECONDS)
+            )
+    return rounds
 
 
 def wait_for_workers(server: ServerProcess, count: int, timeout: float = 60) -> None:
@@ -85,37 +118,38 @@ def run(workdir: Path) -> dict:
     macs = add_nodes(database, active=NODES, installing=NODES, installing_since=now, now=now)
     active, installing = macs[:NODES], macs[NODES:]
     tokens = [bench_token(NODES + i) for i in range(NODES)]
-    figures = {"hello": hello_ceiling(workdir)}
-    with ServerProcess(env, workdir, name="http-server", threads=THREADS) as server:
-        boot_script = lua_list("macs", active) + BOOT_LUA
-        report_script = lua_list("macs", installing) + lua_list("tokens", tokens) + REPORT_LUA
-        figures["boot_64"] = run_wrk(
-            server.url, boot_script, workdir, connections=64, seconds=SECONDS
+    boot_script = lua_list("macs", active) + BOOT_LUA
+    report_script = lua_list("macs", installing) + lua_list("tokens", tokens) + REPORT_LUA
+    with hello_app() as hello_url:
+        hello = (hello_url, HELLO_LUA, 64)
+        with ServerProcess(env, workdir, name="http-server", threads=THREADS) as server:
+            one = measure_rounds(
+                workdir,
+                hello=hello,
+                boot_64=(server.url, boot_script, 64),
+                report_64=(server.url, report_script, 64),
+                report_256=(server.url, report_script, 256),
+            )
+        # The same with two processes sharing the port (serve --workers 2, SO_REUSEPORT).
+        two_workers = ServerProcess(
+            env, workdir, name="http-2workers", threads=THREADS, extra_args=["--workers", "2"]
         )
-        figures["report_64"] = run_wrk(
-            server.url, report_script, workdir, connections=64, seconds=SECONDS
-        )
-        figures["report_256"] = run_wrk(
-            server.url, report_script, workdir, connections=256, seconds=SECONDS
-        )
-    # The same with two processes sharing the port (serve --workers 2, SO_REUSEPORT).
-    two = ServerProcess(
-        env, workdir, name="http-2workers", threads=THREADS, extra_args=["--workers", "2"]
-    )
-    with two as server:
-        wait_for_workers(server, 2)
-        figures["boot_64_2_workers"] = run_wrk(
-            server.url, boot_script, workdir, connections=64, seconds=SECONDS
-        )
-        figures["report_64_2_workers"] = run_wrk(
-            server.url, report_script, workdir, connections=64, seconds=SECONDS
-        )
-    hello = figures["hello"]["rps"]
+        with two_workers as server:
+            wait_for_workers(server, 2)
+            two = measure_rounds(
+                workdir,
+                hello=hello,
+                boot_64_2_workers=(server.url, boot_script, 64),
+                report_64_2_workers=(server.url, report_script, 64),
+            )
+    figures = {name: median_round(rounds) for name, rounds in one.items()}
+    figures |= {name: median_round(rounds) for name, rounds in two.items() if name != "hello"}
+    figures["hello_beside_2_workers"] = median_round(two["hello"])
     figures["ratios"] = {
-        "boot_vs_hello": round(figures["boot_64"]["rps"] / hello, 3),
-        "report_vs_hello": round(figures["report_64"]["rps"] / hello, 3),
-        "report_256_vs_64": round(figures["report_256"]["rps"] / figures["report_64"]["rps"], 3),
-        "boot_2_workers_vs_hello": round(figures["boot_64_2_workers"]["rps"] / hello, 3),
-        "report_2_workers_vs_hello": round(figures["report_64_2_workers"]["rps"] / hello, 3),
+        "boot_vs_hello": median_ratio(one["boot_64"], one["hello"]),
+        "report_vs_hello": median_ratio(one["report_64"], one["hello"]),
+        "report_256_vs_64": median_ratio(one["report_256"], one["report_64"]),
+        "boot_2_workers_vs_hello": median_ratio(two["boot_64_2_workers"], two["hello"]),
+        "report_2_workers_vs_hello": median_ratio(two["report_64_2_workers"], two["hello"]),
     }
     return figures
