@@ -55,3 +55,51 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
         assert children_of(server.pid or -1) == []
         assert all(not os.path.exists(f"/proc/{pid}") for pid in workers)
     assert "Traceback" not in server.log_text()
+
+
+def cpus_of(pid: int) -> set[frozenset[int]]:
+    """The CPU sets the threads of process ``pid`` may run on (one entry if they agree)."""
+    return {
+        frozenset(os.sched_getaffinity(int(thread))) for thread in os.listdir(f"/proc/{pid}/task")
+    }
+
+
+needs_two_cpus = pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="pinning needs at least two CPUs to choose from"
+)
+
+
+@needs_two_cpus
+def test_serve_keeps_every_thread_of_the_process_on_one_cpu(tmp_path):
+    settings = server_environment(sqlite_settings(tmp_path, REPORT_AUTH="open"))
+    with ServerProcess(settings, tmp_path, name="pinned") as server:
+        assert server.get("/api/v1/boot?mac=52:54:00:77:01:01").status == 200
+        [cpus] = cpus_of(server.pid)
+        assert len(cpus) == 1
+        assert cpus <= os.sched_getaffinity(0)
+        assert f"CPU {next(iter(cpus))})" in server.log_text()
+
+
+@needs_two_cpus
+def test_no_pin_cpu_leaves_the_process_on_every_cpu(tmp_path):
+    settings = server_environment(sqlite_settings(tmp_path, REPORT_AUTH="open"))
+    server = ServerProcess(settings, tmp_path, name="unpinned", extra_args=["--no-pin-cpu"])
+    with server:
+        assert server.get("/api/v1/boot?mac=52:54:00:77:01:02").status == 200
+        assert cpus_of(server.pid) == {frozenset(os.sched_getaffinity(0))}
+
+
+@needs_two_cpus
+def test_workers_are_pinned_to_different_cpus(tmp_path):
+    settings = server_environment(sqlite_settings(tmp_path, REPORT_AUTH="open"))
+    server = ServerProcess(
+        settings, tmp_path, name="pinned-workers", extra_args=["--workers", "2"]
+    )
+    with server:
+        deadline = time.monotonic() + 10
+        while server.log_text().count("serving on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = children_of(server.pid)
+        pinned = [cpus_of(worker) for worker in workers]
+        assert all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in pinned)
+        assert len({next(iter(cpus)) for cpus in pinned}) == 2

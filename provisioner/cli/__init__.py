@@ -77,18 +77,38 @@ def register(app: Flask) -> None:
     help="Server processes sharing the port (SO_REUSEPORT); about one per core.",
 )
 @click.option("--reuse-port", is_flag=True, help="Bind with SO_REUSEPORT (for a supervisor).")
+@click.option(
+    "--pin-cpu/--no-pin-cpu",
+    default=True,
+    show_default=True,
+    help="Keep each server process on one CPU (workers on different ones): its threads "
+    "then hand the GIL over without waking another core.",
+)
+@click.option("--cpu-index", default=0, type=click.IntRange(0), hidden=True)
 @click.option("--no-migrate", is_flag=True, hidden=True)
 @click.option(
     "--config", metavar="FILE", callback=_use_config_file, expose_value=False, is_eager=True
 )
 def serve_command(
-    host: str, port: int, threads: int, workers: int, reuse_port: bool, no_migrate: bool
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    reuse_port: bool,
+    pin_cpu: bool,
+    cpu_index: int,
+    no_migrate: bool,
 ) -> None:
     """Migrate the database, start the scheduler and serve with waitress."""
     try:
         if workers > 1:
             code = serve_workers(
-                load_app(), host=host, port=port, threads=threads, workers=workers
+                load_app(),
+                host=host,
+                port=port,
+                threads=threads,
+                workers=workers,
+                pin_cpu=pin_cpu,
             )
             raise SystemExit(code)
         serve(
@@ -98,6 +118,7 @@ def serve_command(
             threads=threads,
             reuse_port=reuse_port,
             migrate=not no_migrate,
+            cpu_index=cpu_index if pin_cpu else None,
         )
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
