@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.populate import add_nodes
 from bench.populate import bench_token
+from bench.populate import mark_seen
 from bench.server import ServerProcess
 from bench.server import free_port
 from bench.server import migrated_database
@@ -88,11 +89,19 @@ def median_ratio(over: list[dict], under: list[dict]) -> float:
     return round(ratios[len(ratios) // 2], 3)
 
 
-def measure_rounds(workdir: Path, **runs: tuple[str, str, int]) -> dict[str, list[dict]]:
-    """wrk on each of ``runs`` (url, Lua script, connections) in turn, ``ROUNDS`` times over."""
+def measure_rounds(
+    workdir: Path, database: Path, **runs: tuple[str, str, int]
+) -> dict[str, list[dict]]:
+    """wrk on each of ``runs`` (url, Lua script, connections) in turn, ``ROUNDS`` times over.
+
+    Before a boot run the machines are marked as just seen: the rounds take minutes, and a
+    machine seen over a minute ago has its ``last_seen_at`` written by its next boot.
+    """
     rounds: dict[str, list[dict]] = {name: [] for name in runs}
     for _ in range(ROUNDS):
         for name, (url, script, connections) in runs.items():
+            if name.startswith("boot"):
+                mark_seen(database, utcnow())
             rounds[name].append(
                 run_wrk(url, script, workdir, connections=connections, seconds=SECONDS)
             )
@@ -125,6 +134,7 @@ def run(workdir: Path) -> dict:
         with ServerProcess(env, workdir, name="http-server", threads=THREADS) as server:
             one = measure_rounds(
                 workdir,
+                database,
                 hello=hello,
                 boot_64=(server.url, boot_script, 64),
                 report_64=(server.url, report_script, 64),
@@ -138,6 +148,7 @@ def run(workdir: Path) -> dict:
             wait_for_workers(server, 2)
             two = measure_rounds(
                 workdir,
+                database,
                 hello=hello,
                 boot_64_2_workers=(server.url, boot_script, 64),
                 report_64_2_workers=(server.url, report_script, 64),
