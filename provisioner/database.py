@@ -276,12 +276,13 @@ def insert_rows(
 ) -> None:
     """Insert many rows with one statement and one parameter: the bulk insert of set writes.
 
-    ``rows`` hold the columns that differ from row to row, as JSON values (str, int, dict,
-    None); ``same`` holds the columns every row shares (a timestamp, say), bound once with
-    their column's type. The rows travel as one JSON array that the database unpacks
-    (``json_each`` on SQLite, ``json_array_elements`` on PostgreSQL) into an ``INSERT ...
-    SELECT``, in their order. An ``executemany`` costs SQLAlchemy a few dozen microseconds of
-    parameter processing per row, more than the database takes to insert it.
+    ``rows`` hold the columns that differ from row to row, the same keys in every row, as
+    JSON values (str, int, dict, None); ``same`` holds the columns every row shares (a
+    timestamp, say), bound once with their column's type. The rows travel as one JSON
+    array that the database unpacks (``json_each`` on SQLite, ``json_array_elements`` on
+    PostgreSQL) into an ``INSERT ... SELECT``, in their order. An ``executemany`` costs
+    SQLAlchemy a few dozen microseconds of parameter processing per row, more than the
+    database takes to insert it.
     """
     if not rows:
         return
@@ -298,8 +299,17 @@ _ROWS = "provisioner_rows"
 def _insert_rows_statement(
     table: Table, varying: tuple[str, ...], same: tuple[str, ...], dialect: str
 ) -> Insert:
-    unpack = func.json_each if dialect == "sqlite" else func.json_array_elements
-    row = unpack(bindparam(_ROWS, type_=JSON)).table_valued(column("value", JSON)).alias("row")
+    rows = bindparam(_ROWS, type_=JSON)
+    if dialect == "sqlite":
+        row = func.json_each(rows).table_valued(column("value", JSON), "key").alias("row")
+        position = row.c.key
+    else:
+        row = (
+            func.json_array_elements(rows)
+            .table_valued(column("value", JSON), with_ordinality="position")
+            .render_derived(name="row")
+        )
+        position = row.c.position
     values = []
     for name in varying:
         kind, value = table.c[name].type, row.c.value[name]
@@ -310,7 +320,8 @@ def _insert_rows_statement(
         else:
             values.append(value.as_string())
     values += [bindparam(name, type_=table.c[name].type) for name in same]
-    return insert(table).from_select([*varying, *same], select(*values).select_from(row))
+    ordered = select(*values).select_from(row).order_by(position)
+    return insert(table).from_select([*varying, *same], ordered)
 
 
 def is_sqlite(session: Session) -> bool:
