@@ -89,7 +89,10 @@ def pin_to_one_cpu(index: int) -> int | None:
         return None
     cpu = allowed[index % len(allowed)]
     for thread in os.listdir("/proc/self/task"):
-        os.sched_setaffinity(int(thread), {cpu})
+        try:
+            os.sched_setaffinity(int(thread), {cpu})
+        except ProcessLookupError:
+            pass  # the thread has ended since it was listed
     return cpu
 
 
