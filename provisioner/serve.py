@@ -71,29 +71,44 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def pin_to_one_cpu(index: int) -> int | None:
+def pin_to_one_cpu(index: int | None = None) -> int | None:
     """Keep this process, every thread of it, on one of the CPUs it may use; return which.
 
-    ``index`` picks the CPU (a worker's number, so workers get different ones). A Python
-    process runs Python on about one core at a time (the GIL), and its threads hand the GIL
-    to each other around every SQLite call and socket operation: when they sit on different
-    cores each hand-over wakes the other core (an inter-processor interrupt, a VM exit on a
-    virtual machine). On this project's 2-core VM that tripled the CPU cost of a boot;
-    pinned, a boot costs what it does from one thread. Does nothing where the process may
-    use one CPU only or the platform cannot pin.
+    ``index`` picks the CPU (a worker's number, so workers get different ones); without
+    it the process stays on the CPU it is running on, which the kernel chose as the least
+    busy, so separately started servers spread out too. A Python process runs Python on
+    about one core at a time (the GIL), and its threads hand the GIL to each other around
+    every SQLite call and socket operation: when they sit on different cores each
+    hand-over wakes the other core (an inter-processor interrupt, a VM exit on a virtual
+    machine). On this project's 2-core VM that tripled the CPU cost of a boot; pinned, a
+    boot costs what it does from one thread. Does nothing where the process may use one
+    CPU only or the platform cannot pin.
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
         return None
-    cpu = allowed[index % len(allowed)]
+    current = _current_cpu()
+    if index is None and current in allowed:
+        cpu = current
+    else:
+        cpu = allowed[(index or 0) % len(allowed)]
     for thread in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(thread), {cpu})
         except ProcessLookupError:
             pass  # the thread has ended since it was listed
     return cpu
+
+
+def _current_cpu() -> int | None:
+    """The CPU this thread last ran on (field 39 of /proc/thread-self/stat), if known."""
+    try:
+        with open("/proc/thread-self/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def serve(
@@ -104,9 +119,11 @@ def serve(
     threads: int,
     reuse_port: bool = False,
     migrate: bool = True,
-    cpu_index: int | None = 0,
+    pin_cpu: bool = True,
+    cpu_index: int | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, on one CPU unless ``cpu_index`` is None."""
+    """Serve ``app`` until SIGINT or SIGTERM, on one CPU with ``pin_cpu`` (which one:
+    ``pin_to_one_cpu``)."""
     logging.basicConfig(
         level=app.config["LOG_LEVEL"], format="%(levelname)s %(name)s: %(message)s"
     )
@@ -119,7 +136,7 @@ def serve(
     where = (
         {"sockets": [listening_socket(host, port)]} if reuse_port else {"host": host, "port": port}
     )
-    cpu = None if cpu_index is None else pin_to_one_cpu(cpu_index)
+    cpu = pin_to_one_cpu(cpu_index) if pin_cpu else None
     print(
         f"provisioner: serving on http://{host}:{port}/ "
         f"(database {describe_database(app)}, workflows {app.config['WORKFLOWS_DIR']}"

@@ -2,6 +2,8 @@
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -103,3 +105,36 @@ def test_workers_are_pinned_to_different_cpus(tmp_path):
         pinned = [cpus_of(worker) for worker in workers]
         assert all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in pinned)
         assert len({next(iter(cpus)) for cpus in pinned}) == 2
+
+
+def pin_in_a_child(call: str) -> tuple[int, set[int], int]:
+    """Run ``call`` (a pin_to_one_cpu call) in a fresh interpreter; return what it saw."""
+    code = (
+        "import os; from provisioner.serve import pin_to_one_cpu, _current_cpu\n"
+        f"cpu = {call}\n"
+        "print(cpu, sorted(os.sched_getaffinity(0)), _current_cpu())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    cpu, *rest = out.stdout.replace("[", "").replace("]", "").replace(",", "").split()
+    return int(cpu), {int(n) for n in rest[:-1]}, int(rest[-1])
+
+
+@needs_two_cpus
+def test_without_an_index_the_process_stays_on_the_cpu_it_runs_on():
+    """The child moves to the last allowed CPU, allows all again, then pins: it stays."""
+    allowed = sorted(os.sched_getaffinity(0))
+    move_then_pin = (
+        f"os.sched_setaffinity(0, {{{allowed[-1]}}}) or "
+        f"os.sched_setaffinity(0, {allowed}) or pin_to_one_cpu()"
+    )
+    cpu, affinity, running_on = pin_in_a_child(move_then_pin)
+    assert affinity == {cpu} == {running_on} == {allowed[-1]}
+
+
+@needs_two_cpus
+def test_an_index_picks_that_allowed_cpu_round_robin():
+    allowed = sorted(os.sched_getaffinity(0))
+    for index in (1, len(allowed) + 1):
+        cpu, affinity, running_on = pin_in_a_child(f"pin_to_one_cpu({index})")
+        assert cpu == allowed[index % len(allowed)]
+        assert affinity == {cpu} == {running_on}

@@ -84,7 +84,7 @@ def register(app: Flask) -> None:
     help="Keep each server process on one CPU (workers on different ones): its threads "
     "then hand the GIL over without waking another core.",
 )
-@click.option("--cpu-index", default=0, type=click.IntRange(0), hidden=True)
+@click.option("--cpu-index", default=None, type=click.IntRange(0), hidden=True)
 @click.option("--no-migrate", is_flag=True, hidden=True)
 @click.option(
     "--config", metavar="FILE", callback=_use_config_file, expose_value=False, is_eager=True
@@ -96,7 +96,7 @@ def serve_command(
     workers: int,
     reuse_port: bool,
     pin_cpu: bool,
-    cpu_index: int,
+    cpu_index: int | None,
     no_migrate: bool,
 ) -> None:
     """Migrate the database, start the scheduler and serve with waitress."""
@@ -118,7 +118,8 @@ def serve_command(
             threads=threads,
             reuse_port=reuse_port,
             migrate=not no_migrate,
-            cpu_index=cpu_index if pin_cpu else None,
+            pin_cpu=pin_cpu,
+            cpu_index=cpu_index,
         )
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
