@@ -211,6 +211,11 @@ def failure_comment(error: str, attempts: int, max_attempts: int) -> str:
     return f"{error} (attempt {attempts} of {max_attempts})"
 
 
+def failure_effect(before: str, after: str, attempts: int, max_attempts: int) -> str:
+    """What a failed attempt did, as its event's ``effect`` says it."""
+    return f"{before}→{after} (attempt {attempts} of {max_attempts})"
+
+
 @dataclass(frozen=True)
 class SeenInstall:
     """An installing node as a set-based caller read (and holds) it, and why it failed."""

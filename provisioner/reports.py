@@ -31,6 +31,7 @@ from provisioner.events import insert_events
 from provisioner.events import record_event
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
+from provisioner.lifecycle import failure_effect
 from provisioner.lifecycle import failure_target
 from provisioner.lifecycle import record_install_failure
 from provisioner.lifecycle import transition
@@ -151,7 +152,7 @@ def plan_report(node: Node | Row, report: Report, max_attempts: int) -> Plan:
         else:
             message = f"Installation failed after {attempts} attempts"
         return Plan(
-            f"{state}→{target} (attempt {attempts} of {max_attempts})",
+            failure_effect(state, target, attempts, max_attempts),
             message,
             failure=report.message or "installer reported a failure",
         )

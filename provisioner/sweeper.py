@@ -32,6 +32,7 @@ from provisioner.lifecycle import Move
 from provisioner.lifecycle import SeenInstall
 from provisioner.lifecycle import State
 from provisioner.lifecycle import Trigger
+from provisioner.lifecycle import failure_effect
 from provisioner.lifecycle import record_install_failure
 from provisioner.lifecycle import record_install_failures
 from provisioner.models import Node
@@ -154,7 +155,7 @@ def handle_stall(
         status=EventStatus.FAILED,
         message=stall.error,
         metadata=_stall_metadata(stall),
-        effect=f"{before}→{node.state} (attempt {node.install_attempts} of {rules.max_attempts})",
+        effect=failure_effect(before, node.state, node.install_attempts, rules.max_attempts),
     )
 
 
@@ -247,12 +248,12 @@ def _seen(row: Row, stall: Stall) -> SeenInstall:
 
 def _timeout_event(seen: SeenInstall, move: Move, max_attempts: int) -> dict[str, Any]:
     """The columns of a sweep's ``install_timeout`` event that differ from node to node."""
-    attempt = f"attempt {seen.install_attempts + 1} of {max_attempts}"
+    attempts = seen.install_attempts + 1
     return {
         "node_id": seen.node_id,
         "message": seen.error,
         "metadata": seen.metadata,
-        "effect": f"{move.from_state}→{move.to_state} ({attempt})",
+        "effect": failure_effect(move.from_state, move.to_state, attempts, max_attempts),
     }
 
 
