@@ -102,10 +102,10 @@ def insert_events(
     same = same or {}
     if key is None:
         insert_rows(session, NodeEvent.__table__, rows, same=same)
-    else:
-        for row in rows:
-            defer_write(session, _INSERT_EVENT, same | row, key)
     rows = [same | row for row in rows] if same else rows
+    if key is not None:
+        for row in rows:
+            defer_write(session, _INSERT_EVENT, row, key)
     session.info.setdefault(PENDING_EVENTS, []).extend(
         (str(row["event_type"]), str(row["status"])) for row in rows
     )
