@@ -89,11 +89,8 @@ def pin_to_one_cpu(index: int | None = None) -> int | None:
     allowed = sorted(os.sched_getaffinity(0))
     if len(allowed) < 2:
         return None
-    current = _current_cpu()
-    if index is None and current in allowed:
-        cpu = current
-    else:
-        cpu = allowed[(index or 0) % len(allowed)]
+    current = _current_cpu() if index is None else None
+    cpu = current if current in allowed else allowed[(index or 0) % len(allowed)]
     for thread in os.listdir("/proc/self/task"):
         try:
             os.sched_setaffinity(int(thread), {cpu})
@@ -122,8 +119,7 @@ def serve(
     pin_cpu: bool = True,
     cpu_index: int | None = None,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM, on one CPU with ``pin_cpu`` (which one:
-    ``pin_to_one_cpu``)."""
+    """Serve ``app`` until SIGINT or SIGTERM; with ``pin_cpu``, on one CPU (``pin_to_one_cpu``)."""
     logging.basicConfig(
         level=app.config["LOG_LEVEL"], format="%(levelname)s %(name)s: %(message)s"
     )
