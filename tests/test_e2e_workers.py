@@ -1,5 +1,6 @@
 """``provisioner serve --workers 2``: two processes share the port and stop together."""
 
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,14 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def wait_for_serving(server: ServerProcess, count: int, timeout: float = 10) -> int:
+    """Wait up to ``timeout`` s for ``count`` workers to log that they serve; return how many."""
+    deadline = time.monotonic() + timeout
+    while server.log_text().count("serving on") < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return server.log_text().count("serving on")
+
+
 def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
     """Both workers start and serve; requests spread over them all succeed; SIGTERM stops all."""
     settings = server_environment(sqlite_settings(tmp_path, REPORT_AUTH="open"))
@@ -37,10 +46,7 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
     with server:
         workers = children_of(server.pid)
         assert len(workers) == 2
-        deadline = time.monotonic() + 10
-        while server.log_text().count("serving on") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert server.log_text().count("serving on") == 2
+        assert wait_for_serving(server, 2) == 2
 
         def boot(index: int) -> int:
             return server.get(f"/api/v1/boot?mac=52:54:00:77:00:{index:02x}").status
@@ -98,9 +104,7 @@ def test_workers_are_pinned_to_different_cpus(tmp_path):
         settings, tmp_path, name="pinned-workers", extra_args=["--workers", "2"]
     )
     with server:
-        deadline = time.monotonic() + 10
-        while server.log_text().count("serving on") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        assert wait_for_serving(server, 2) == 2
         workers = children_of(server.pid)
         pinned = [cpus_of(worker) for worker in workers]
         assert all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in pinned)
@@ -110,13 +114,13 @@ def test_workers_are_pinned_to_different_cpus(tmp_path):
 def pin_in_a_child(call: str) -> tuple[int, set[int], int]:
     """Run ``call`` (a pin_to_one_cpu call) in a fresh interpreter; return what it saw."""
     code = (
-        "import os; from provisioner.serve import pin_to_one_cpu, _current_cpu\n"
+        "import json, os; from provisioner.serve import pin_to_one_cpu, _current_cpu\n"
         f"cpu = {call}\n"
-        "print(cpu, sorted(os.sched_getaffinity(0)), _current_cpu())"
+        "print(json.dumps([cpu, sorted(os.sched_getaffinity(0)), _current_cpu()]))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    cpu, *rest = out.stdout.replace("[", "").replace("]", "").replace(",", "").split()
-    return int(cpu), {int(n) for n in rest[:-1]}, int(rest[-1])
+    cpu, affinity, running_on = json.loads(out.stdout)
+    return cpu, set(affinity), running_on
 
 
 @needs_two_cpus
