@@ -13,7 +13,6 @@ import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -83,7 +82,19 @@ class FairLock:
 
 
 _sqlite_write_lock = FairLock()
-_begin_mode = threading.local()
+_begin = threading.local()  # .statement: how this thread's next transaction begins
+
+
+@contextmanager
+def _beginning_with(statement: str | None) -> Iterator[None]:
+    """Let transactions this thread begins in the block begin with ``statement`` (none if
+    None) instead of a plain BEGIN."""
+    previous = getattr(_begin, "statement", "BEGIN")
+    _begin.statement = statement
+    try:
+        yield
+    finally:
+        _begin.statement = previous
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -110,31 +121,34 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def configure_engine(engine: Engine) -> None:
-    """Set SQLite pragmas once per connection and let us choose how transactions begin."""
+    """Set SQLite pragmas once per connection and let us choose how transactions begin.
+
+    SQLAlchemy's recipe for the second takes BEGIN away from the sqlite3 driver and emits
+    it from a ``begin`` event. But an engine with any connection event makes every
+    statement on every connection dispatch events: on a boot's one-row read that was a
+    quarter of its cost. The dialect's ``do_begin`` is where a driver's transaction
+    begins, so BEGIN is emitted there instead, on the DB-API connection.
+    """
     if engine.dialect.name != "sqlite":
         return
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take BEGIN away from the driver so that ``_on_begin`` decides (SQLAlchemy recipe).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        if connection.get_execution_options().get(SINGLE_READ):
-            return  # one SELECT is its own snapshot; a BEGIN would only add a round trip
-        immediate = getattr(_begin_mode, "immediate", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    event.listen(engine, "connect", _on_sqlite_connect)
+    engine.dialect.do_begin = _sqlite_begin  # type: ignore[method-assign]
 
 
-#: Execution option marking a connection that runs one read statement (``single_read``).
-SINGLE_READ = "provisioner_single_read"
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # the driver never BEGINs; _sqlite_begin does
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(dbapi_connection: Any) -> None:
+    statement = getattr(_begin, "statement", "BEGIN")
+    if statement is not None:
+        dbapi_connection.execute(statement)
 
 
 @contextmanager
@@ -142,10 +156,11 @@ def single_read(engine: Engine) -> Iterator[Connection]:
     """A connection of its own for one read statement, outside the session's transaction.
 
     For hot read paths (a boot of a known machine): no session, no identity map, and on
-    SQLite no ``BEGIN``, which together cost more than the query itself.
+    SQLite no ``BEGIN``, which together cost more than the query itself. Any other
+    transaction this thread began inside the block would start without BEGIN too, so the
+    block holds that one read and nothing else.
     """
-    with engine.connect() as connection:
-        connection.execution_options(**{SINGLE_READ: True})
+    with _beginning_with(None), engine.connect() as connection:
         yield connection
 
 
@@ -337,11 +352,9 @@ def write_transaction(session: Session | scoped_session[Session]) -> Iterator[Se
     if session.in_transaction():
         # End the read transaction a view may have opened; a write must start fresh.
         session.commit()
-    sqlite = is_sqlite(session)
-    with _sqlite_write_lock if sqlite else nullcontext():
-        _begin_mode.immediate = sqlite
-        try:
-            with session.begin():
-                yield session
-        finally:
-            _begin_mode.immediate = False
+    if not is_sqlite(session):
+        with session.begin():
+            yield session
+        return
+    with _sqlite_write_lock, _beginning_with("BEGIN IMMEDIATE"), session.begin():
+        yield session
