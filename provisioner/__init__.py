@@ -20,6 +20,8 @@ from provisioner import scheduler
 from provisioner import webhooks
 from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.boot.views import bp as boot_bp
+from provisioner.context import SINGLE_READS_KEY
+from provisioner.database import SingleReads
 from provisioner.database import configure_engine
 from provisioner.events_api.views import bp as events_bp
 from provisioner.extensions import api
@@ -90,6 +92,7 @@ def init_extensions(app: Flask) -> None:
     dashboard.init_app(app)
     with app.app_context():
         configure_engine(db.engine)
+        app.extensions[SINGLE_READS_KEY] = SingleReads(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))
     app.extensions[scheduler.EXTENSION_KEY] = scheduler.build_scheduler(app)
     app.extensions["provisioner.jinja"] = install_configs.environment(

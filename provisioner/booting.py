@@ -11,11 +11,11 @@ from datetime import datetime
 from datetime import timedelta
 
 from sqlalchemy import Row
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import scoped_session
 
 from provisioner import ipxe
+from provisioner.database import SingleReads
 from provisioner.database import write_transaction
 from provisioner.events import EventType
 from provisioner.events import record_event
@@ -80,14 +80,14 @@ def answer_boot(
     settings: BootSettings,
     now: datetime,
     *,
-    engine: Engine | None = None,
+    reads: SingleReads,
 ):
     """Return the iPXE script for ``request``, changing the node as its state requires.
 
-    The first look at the node is a single read on a connection of its own (``engine``,
-    by default the session's): most boots end there, and never open a session.
+    The first look at the node is a single read outside any transaction (``reads``): most
+    boots end there, and never open a session.
     """
-    seen = glance_node(engine or session.get_bind(), request.mac)
+    seen = glance_node(reads, request.mac)
     if seen is None and not settings.auto_register:
         return ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
     if seen is not None and not _needs_write(seen, request, settings, now):

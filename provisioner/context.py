@@ -3,12 +3,17 @@
 import functools
 from datetime import datetime
 
+from flask import Flask
 from flask import current_app
 from flask import request
 from werkzeug.sansio.utils import get_current_url
 
+from provisioner.database import SingleReads
 from provisioner.timeutil import utcnow
 from provisioner.workflows import WorkflowStore
+
+#: ``app.extensions`` key of the app's ``SingleReads``.
+SINGLE_READS_KEY = "provisioner.single_reads"
 
 
 def now() -> datetime:
@@ -19,6 +24,12 @@ def now() -> datetime:
 def workflow_store() -> WorkflowStore:
     """The app's workflow store."""
     return current_app.extensions["provisioner.workflows"]
+
+
+def single_reads(app: Flask | None = None) -> SingleReads:
+    """The reads outside any transaction (``database.SingleReads``) of ``app``, by default
+    the current one."""
+    return (app or current_app).extensions[SINGLE_READS_KEY]
 
 
 def server_url() -> str:

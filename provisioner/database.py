@@ -11,6 +11,7 @@ PostgreSQL needs neither: row locks (``SELECT ... FOR UPDATE``) and guarded upda
 import collections
 import functools
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,10 +22,12 @@ from sqlalchemy import DateTime
 from sqlalchemy import Executable
 from sqlalchemy import Insert
 from sqlalchemy import Integer
+from sqlalchemy import Row
 from sqlalchemy import Select
 from sqlalchemy import Table
 from sqlalchemy import bindparam
 from sqlalchemy import column
+from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import func
 from sqlalchemy import insert
@@ -35,6 +38,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import scoped_session
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from provisioner.timeutil import as_utc
@@ -86,9 +90,9 @@ _begin = threading.local()  # .statement: how this thread's next transaction beg
 
 
 @contextmanager
-def _beginning_with(statement: str | None) -> Iterator[None]:
-    """Let transactions this thread begins in the block begin with ``statement`` (none if
-    None) instead of a plain BEGIN."""
+def _beginning_with(statement: str) -> Iterator[None]:
+    """Let transactions this thread begins in the block begin with ``statement`` instead
+    of a plain BEGIN."""
     previous = getattr(_begin, "statement", "BEGIN")
     _begin.statement = statement
     try:
@@ -121,7 +125,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def configure_engine(engine: Engine) -> None:
-    """Set SQLite pragmas once per connection and let us choose how transactions begin.
+    """Set SQLite pragmas once per connection and choose how transactions begin: BEGIN, or
+    BEGIN IMMEDIATE in a ``write_transaction``.
 
     SQLAlchemy's recipe for the second takes BEGIN away from the sqlite3 driver and emits
     it from a ``begin`` event. But an engine with any connection event makes every
@@ -146,22 +151,66 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(dbapi_connection: Any) -> None:
-    statement = getattr(_begin, "statement", "BEGIN")
-    if statement is not None:
-        dbapi_connection.execute(statement)
+    dbapi_connection.execute(getattr(_begin, "statement", "BEGIN"))
 
 
-@contextmanager
-def single_read(engine: Engine) -> Iterator[Connection]:
-    """A connection of its own for one read statement, outside the session's transaction.
+class SingleReads:
+    """Single read statements outside any transaction, for hot read paths (a boot of a
+    known machine): no session, no identity map and, on SQLite, no ``BEGIN``.
 
-    For hot read paths (a boot of a known machine): no session, no identity map, and on
-    SQLite no ``BEGIN``, which together cost more than the query itself. Any other
-    transaction this thread began inside the block would start without BEGIN too, so the
-    block holds that one read and nothing else.
+    On a SQLite file each thread keeps a connection of its own, opened by its first read,
+    on a second engine whose connections never begin a transaction: one SELECT is its own
+    snapshot, and taking a pooled connection and giving it back cost as much as the read.
+    Elsewhere (PostgreSQL, where a kept connection would miss a failover's pre-ping, or an
+    in-memory SQLite) each read takes a pooled connection of ``engine``. ``dispose`` closes
+    the kept connections; so does garbage collection of this object.
     """
-    with _beginning_with(None), engine.connect() as connection:
-        yield connection
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._kept_engine: Engine | None = None
+        self._local = threading.local()
+        self._kept: list[Connection] = []
+        self._lock = threading.Lock()
+        url = engine.url
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            # Closing happens in whichever thread disposes, so connections may change threads.
+            self._kept_engine = create_engine(
+                url, poolclass=NullPool, connect_args={"check_same_thread": False}
+            )
+            event.listen(self._kept_engine, "connect", _on_sqlite_connect)
+        weakref.finalize(self, _close_all, self._kept, self._lock)
+
+    def first(self, statement: Executable, parameters: dict[str, Any]) -> Row | None:
+        """The first row ``statement`` gives, or None."""
+        if self._kept_engine is None:
+            with self._engine.connect() as connection:
+                return connection.execute(statement, parameters).first()
+        connection = getattr(self._local, "connection", None)
+        if connection is None or connection.closed:
+            connection = self._local.connection = self._keep_connection()
+        try:
+            return connection.execute(statement, parameters).first()
+        finally:
+            connection.rollback()  # SQLAlchemy's own bookkeeping: no BEGIN was sent
+
+    def _keep_connection(self) -> Connection:
+        assert self._kept_engine is not None
+        connection = self._kept_engine.connect()
+        with self._lock:
+            self._kept.append(connection)
+        return connection
+
+    def dispose(self) -> None:
+        """Close the connections threads keep; a thread's next read opens a new one."""
+        _close_all(self._kept, self._lock)
+
+
+def _close_all(connections: list[Connection], lock: threading.Lock) -> None:
+    with lock:
+        for connection in connections:
+            connection.close()
+        connections.clear()
 
 
 #: Keys of PostgreSQL advisory locks (arbitrary, fixed numbers).

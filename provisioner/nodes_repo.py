@@ -8,11 +8,10 @@ from sqlalchemy import bindparam
 from sqlalchemy import func
 from sqlalchemy import literal_column
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from provisioner.database import SingleReads
 from provisioner.database import settle_writes
-from provisioner.database import single_read
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import normalize_mac
 from provisioner.models import Node
@@ -36,11 +35,10 @@ _NODE_ROW_WITH_TAGS_LOCKED = _NODE_WITH_TAGS.where(
 ).with_for_update()
 
 
-def glance_node(engine: Engine, mac: str) -> Row | None:
+def glance_node(reads: SingleReads, mac: str) -> Row | None:
     """The node's columns as a plain row (see ``peek_node_for_update``), read outside any
-    transaction: one statement on a connection of its own."""
-    with single_read(engine) as connection:
-        return connection.execute(_NODE_ROW_BY_MAC, {"mac": mac}).first()
+    transaction."""
+    return reads.first(_NODE_ROW_BY_MAC, {"mac": mac})
 
 
 def peek_node_for_update(session: Session, mac: str) -> Row | None:

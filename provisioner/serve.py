@@ -14,6 +14,7 @@ from flask import Flask
 from sqlalchemy.engine import make_url
 
 from provisioner.auth import startup_warnings
+from provisioner.context import single_reads
 from provisioner.extensions import db
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
@@ -38,6 +39,14 @@ def upgrade_database(app: Flask) -> None:
     """Apply any migrations the database lacks."""
     with app.app_context():
         flask_migrate.upgrade(directory=app.extensions["migrate"].directory)
+
+
+def close_database(app: Flask) -> None:
+    """Close the app's database connections: its engine's pool, and the connections its
+    threads keep for single reads."""
+    single_reads(app).dispose()
+    with app.app_context():
+        db.engine.dispose()
 
 
 def describe_database(app: Flask) -> str:
@@ -158,8 +167,7 @@ def serve(
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     finally:
         stop_scheduler(app)
-        with app.app_context():
-            db.engine.dispose()
+        close_database(app)
         log.info("provisioner: stopped")
 
 

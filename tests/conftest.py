@@ -22,6 +22,7 @@ from flask.testing import FlaskCliRunner
 
 from provisioner import create_app
 from provisioner.extensions import db
+from provisioner.serve import close_database
 from provisioner.serve import upgrade_database
 
 EXAMPLE_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
@@ -125,8 +126,7 @@ def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cal
 
     yield build
     for application in built:
-        with application.app_context():
-            db.engine.dispose()
+        close_database(application)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from provisioner import sweeper
 from provisioner.booting import BootRequest
 from provisioner.booting import BootSettings
 from provisioner.booting import answer_boot
+from provisioner.context import single_reads
 from provisioner.database import write_transaction
 from provisioner.events import EventType
 from provisioner.extensions import db
@@ -171,7 +172,13 @@ def act_fresh(name: str, session: Session, race: Race) -> str:
     if name == "sweeper":
         return f"timed out {sweep_stalled_installs(session, race.rules, race.now).timed_out}"
     if name == "boot":
-        return answer_boot(session, BootRequest(mac=MAC), race.boot_settings(), race.now)
+        return answer_boot(
+            session,
+            BootRequest(mac=MAC),
+            race.boot_settings(),
+            race.now,
+            reads=single_reads(race.app),
+        )
     with write_transaction(session):  # the steps of POST /api/v1/report
         node = find_node(session, MAC, for_update=True)
         assert node is not None

@@ -2,20 +2,24 @@
 
 The driver's legacy mode begins a transaction only before a write, so a session's reads
 would not share a snapshot and a read-then-write transaction could fail with "database is
-locked". ``database.configure_engine`` takes BEGIN over: a session begins with BEGIN, a
-``write_transaction`` with BEGIN IMMEDIATE, and a ``single_read`` with none.
+locked". ``database.configure_engine`` takes BEGIN over: a session begins with BEGIN and
+a ``write_transaction`` with BEGIN IMMEDIATE. ``database.SingleReads`` reads outside any
+transaction, on a connection each thread keeps.
 """
 
+import os
 import sqlite3
+import threading
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy import text
 
-from provisioner.database import single_read
+from provisioner.context import single_reads
 from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.models import Node
+from provisioner.serve import close_database
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -67,12 +71,56 @@ def test_a_write_transaction_holds_the_write_lock_before_it_writes(app, database
         rename(database, "free again")
 
 
-def test_a_single_read_opens_no_transaction(app, database):
-    """One statement is its own snapshot; a BEGIN would only cost a round trip."""
-    with app.app_context(), single_read(db.engine) as connection:
-        assert connection.scalar(select(Node.hostname)) == "before"
-        assert not connection.connection.dbapi_connection.in_transaction
+def test_a_thread_keeps_its_read_connection_and_sees_every_commit(app, database):
+    """A kept connection is never left inside a transaction: each read sees the latest
+    commit, as a fresh connection would."""
+    reads = single_reads(app)
+    by_id = select(Node.hostname).where(Node.id == "n1")
+    assert reads.first(by_id, {}).hostname == "before"
+    rename(database, "after")
+    assert reads.first(by_id, {}).hostname == "after"
+    rename(database, "again")  # a reader inside a transaction would not block this...
+    assert reads.first(by_id, {}).hostname == "again"  # ...but would still see "after"
+
+
+def test_a_session_still_begins_a_transaction(app, database):
     with app.app_context():
         db.session.scalar(select(Node.hostname))
         assert db.session.connection().connection.dbapi_connection.in_transaction
         db.session.rollback()
+
+
+def open_files_on(database: str) -> int:
+    """How many file descriptors of this process point at ``database``."""
+    descriptors = os.listdir("/proc/self/fd")
+    return sum(1 for fd in descriptors if _target(f"/proc/self/fd/{fd}") == database)
+
+
+def _target(link: str) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
+
+
+def test_each_thread_keeps_one_connection_until_closed(app, database):
+    """Threads reuse the connection they opened; closing the app's database closes every
+    kept one. (SQLite defers closing a file while another connection of the process holds
+    a lock on it, so only the count with every connection closed is exact.)"""
+    reads = single_reads(app)
+    by_id = select(Node.hostname).where(Node.id == "n1")
+    before = open_files_on(database)
+
+    def read_twice() -> None:
+        reads.first(by_id, {})
+        reads.first(by_id, {})
+
+    threads = [threading.Thread(target=read_twice) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert open_files_on(database) == before + 3
+    close_database(app)
+    assert open_files_on(database) == 0
+    assert reads.first(by_id, {}).hostname == "before"  # a new connection after closing

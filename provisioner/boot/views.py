@@ -13,6 +13,7 @@ from provisioner.booting import answer_boot
 from provisioner.context import now
 from provisioner.context import peer_ip
 from provisioner.context import server_url
+from provisioner.context import single_reads
 from provisioner.context import workflow_store
 from provisioner.extensions import db
 from provisioner.schemas import BootQuerySchema
@@ -82,7 +83,7 @@ def boot():
         rules=StallRules.from_config(current_app.config),
     )
     return script_response(
-        answer_boot(db.session, boot_request, settings, now(), engine=db.engine)
+        answer_boot(db.session, boot_request, settings, now(), reads=single_reads())
     )
 
 
