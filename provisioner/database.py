@@ -141,7 +141,9 @@ def configure_engine(engine: Engine) -> None:
 
 
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    dbapi_connection.isolation_level = None  # the driver never BEGINs; _sqlite_begin does
+    # The driver never BEGINs: _sqlite_begin does on the app's engine, nothing on the one
+    # SingleReads keeps its connections on.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
