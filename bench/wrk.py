@@ -27,7 +27,7 @@ def lua_list(name: str, values: list[str]) -> str:
 def require_wrk() -> str:
     path = shutil.which("wrk")
     if path is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk (make e2e-deps does)")
+        raise SystemExit("wrk is not installed: apt-get install wrk (make bench-deps does)")
     return path
 
 
