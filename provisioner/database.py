@@ -158,61 +158,68 @@ def _sqlite_begin(dbapi_connection: Any) -> None:
 
 class SingleReads:
     """Single read statements outside any transaction, for hot read paths (a boot of a
-    known machine): no session, no identity map and, on SQLite, no ``BEGIN``.
+    known machine): no session and no identity map.
 
     On a SQLite file each thread keeps a connection of its own, opened by its first read,
     on a second engine whose connections never begin a transaction: one SELECT is its own
     snapshot, and taking a pooled connection and giving it back cost as much as the read.
-    Elsewhere (PostgreSQL, where a kept connection would miss a failover's pre-ping, or an
-    in-memory SQLite) each read takes a pooled connection of ``engine``. ``dispose`` closes
-    the kept connections; so does garbage collection of this object.
+    A thread's connection is closed when the thread ends, by ``dispose``, or when this
+    object is collected. Elsewhere (PostgreSQL, where a kept connection would miss a
+    failover's pre-ping, or an in-memory SQLite) each read takes a pooled connection of
+    ``engine``, in a transaction of its own.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._kept_engine: Engine | None = None
         self._local = threading.local()
-        self._kept: list[Connection] = []
+        self._kept: weakref.WeakSet[_KeptConnection] = weakref.WeakSet()
         self._lock = threading.Lock()
         url = engine.url
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            # Closing happens in whichever thread disposes, so connections may change threads.
+            # A connection is closed by whichever thread ends it, not always its own.
             self._kept_engine = create_engine(
                 url, poolclass=NullPool, connect_args={"check_same_thread": False}
             )
             event.listen(self._kept_engine, "connect", _on_sqlite_connect)
-        weakref.finalize(self, _close_all, self._kept, self._lock)
 
     def first(self, statement: Executable, parameters: dict[str, Any]) -> Row | None:
         """The first row ``statement`` gives, or None."""
         if self._kept_engine is None:
             with self._engine.connect() as connection:
                 return connection.execute(statement, parameters).first()
-        connection = getattr(self._local, "connection", None)
-        if connection is None or connection.closed:
-            connection = self._local.connection = self._keep_connection()
+        kept = getattr(self._local, "kept", None)
+        if kept is None or kept.connection.closed:
+            kept = self._local.kept = self._keep_connection(self._kept_engine)
+        connection = kept.connection
         try:
             return connection.execute(statement, parameters).first()
         finally:
             connection.rollback()  # SQLAlchemy's own bookkeeping: no BEGIN was sent
 
-    def _keep_connection(self) -> Connection:
-        assert self._kept_engine is not None
-        connection = self._kept_engine.connect()
+    def _keep_connection(self, engine: Engine) -> "_KeptConnection":
+        kept = _KeptConnection(engine.connect())
         with self._lock:
-            self._kept.append(connection)
-        return connection
+            self._kept.add(kept)
+        return kept
 
     def dispose(self) -> None:
         """Close the connections threads keep; a thread's next read opens a new one."""
-        _close_all(self._kept, self._lock)
+        with self._lock:
+            kept = list(self._kept)
+        for each in kept:
+            each.close()
 
 
-def _close_all(connections: list[Connection], lock: threading.Lock) -> None:
-    with lock:
-        for connection in connections:
-            connection.close()
-        connections.clear()
+class _KeptConnection:
+    """A thread's kept connection. Only the thread's locals hold this, so it is collected,
+    and the connection closed, when the thread ends."""
+
+    __slots__ = ("connection", "close", "__weakref__")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.close = weakref.finalize(self, connection.close)
 
 
 #: Keys of PostgreSQL advisory locks (arbitrary, fixed numbers).

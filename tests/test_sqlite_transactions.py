@@ -94,24 +94,43 @@ def _target(link: str) -> str | None:
         return None
 
 
-def test_each_thread_keeps_one_connection_until_closed(app, database):
-    """Threads reuse the connection they opened; closing the app's database closes every
-    kept one. (SQLite defers closing a file while another connection of the process holds
-    a lock on it, so only the count with every connection closed is exact.)"""
+def test_a_thread_keeps_one_connection_while_it_lives(app, database):
+    """Reads of one thread share a connection, and a thread that ends closes it.
+
+    The app's pool is closed first: SQLite defers closing a file while another connection
+    of the process holds a lock on it, so only with no other connection open does the
+    count of open files show each close."""
     reads = single_reads(app)
     by_id = select(Node.hostname).where(Node.id == "n1")
-    before = open_files_on(database)
+    with app.app_context():
+        db.engine.dispose()
+    assert open_files_on(database) == 0
+    done_reading = threading.Barrier(4)
+    may_end = threading.Event()
 
-    def read_twice() -> None:
+    def read_twice_then_wait() -> None:
         reads.first(by_id, {})
         reads.first(by_id, {})
+        done_reading.wait()
+        may_end.wait()
 
-    threads = [threading.Thread(target=read_twice) for _ in range(3)]
+    threads = [threading.Thread(target=read_twice_then_wait) for _ in range(3)]
     for thread in threads:
         thread.start()
+    done_reading.wait()
+    assert open_files_on(database) == 3
+    may_end.set()
     for thread in threads:
         thread.join()
-    assert open_files_on(database) == before + 3
+    assert open_files_on(database) == 0
+
+
+def test_closing_the_database_closes_the_kept_connections(app, database):
+    """``close_database`` closes the connection a living thread keeps, with the pool; the
+    thread's next read opens a new one."""
+    reads = single_reads(app)
+    by_id = select(Node.hostname).where(Node.id == "n1")
+    assert reads.first(by_id, {}).hostname == "before"
     close_database(app)
     assert open_files_on(database) == 0
-    assert reads.first(by_id, {}).hostname == "before"  # a new connection after closing
+    assert reads.first(by_id, {}).hostname == "before"
