@@ -108,19 +108,6 @@ def measure_rounds(
     return rounds
 
 
-def wait_for_workers(server: ServerProcess, count: int, timeout: float = 60) -> None:
-    """Wait until ``count`` worker processes listen on the shared port.
-
-    The kernel spreads a new connection over the sockets listening at that moment, and wrk
-    opens all its connections at once: a worker that started late would get none of them.
-    """
-    deadline = time.monotonic() + timeout
-    while server.log_text().count("provisioner: serving on") < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{count} workers did not start:\n{server.log_text()}")
-        time.sleep(0.1)
-
-
 def run(workdir: Path) -> dict:
     database, env = migrated_database(workdir, "http")
     now = utcnow()
@@ -145,7 +132,10 @@ def run(workdir: Path) -> dict:
             env, workdir, name="http-2workers", threads=THREADS, extra_args=["--workers", "2"]
         )
         with two_workers as server:
-            wait_for_workers(server, 2)
+            # The kernel spreads a new connection over the sockets listening at that moment,
+            # and wrk opens all its connections at once: a late worker would get none.
+            if server.wait_for_serving(2, timeout=60) < 2:
+                raise RuntimeError(f"2 workers did not start:\n{server.log_text()}")
             two = measure_rounds(
                 workdir,
                 database,

@@ -37,6 +37,8 @@ STARTUP_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 REQUEST_TIMEOUT_SECONDS = 10.0
 LOG_TAIL_CHARS = 4000
+#: What a server process logs once it listens.
+SERVING = "provisioner: serving on"
 #: Attempts at starting on a fresh port when another process grabbed the one we picked.
 PORT_ATTEMPTS = 3
 
@@ -264,6 +266,14 @@ class ServerProcess:
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         return self.log_text()[-chars:]
+
+    def wait_for_serving(self, count: int, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` s until ``count`` processes (``serve --workers``) have
+        logged that they serve; return how many have."""
+        deadline = time.monotonic() + timeout
+        while self.log_text().count(SERVING) < count and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.log_text().count(SERVING)
 
     # -- HTTP -----------------------------------------------------------------------------
 

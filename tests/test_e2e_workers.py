@@ -31,14 +31,6 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def wait_for_serving(server: ServerProcess, count: int, timeout: float = 10) -> int:
-    """Wait up to ``timeout`` s for ``count`` workers to log that they serve; return how many."""
-    deadline = time.monotonic() + timeout
-    while server.log_text().count("serving on") < count and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return server.log_text().count("serving on")
-
-
 def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
     """Both workers start and serve; requests spread over them all succeed; SIGTERM stops all."""
     settings = server_environment(sqlite_settings(tmp_path, REPORT_AUTH="open"))
@@ -46,7 +38,7 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
     with server:
         workers = children_of(server.pid)
         assert len(workers) == 2
-        assert wait_for_serving(server, 2) == 2
+        assert server.wait_for_serving(2) == 2
 
         def boot(index: int) -> int:
             return server.get(f"/api/v1/boot?mac=52:54:00:77:00:{index:02x}").status
@@ -104,7 +96,7 @@ def test_workers_are_pinned_to_different_cpus(tmp_path):
         settings, tmp_path, name="pinned-workers", extra_args=["--workers", "2"]
     )
     with server:
-        assert wait_for_serving(server, 2) == 2
+        assert server.wait_for_serving(2) == 2
         workers = children_of(server.pid)
         pinned = [cpus_of(worker) for worker in workers]
         assert all(len(cpus) == 1 and len(next(iter(cpus))) == 1 for cpus in pinned)
