@@ -65,7 +65,10 @@ def _boot_mode(platform: str | None) -> str | None:
 
 
 @bp.route("/api/v1/boot")
-@bp.doc(parameters=BOOT_PARAMETERS, responses={"200": SCRIPT_RESPONSE, "400": SCRIPT_RESPONSE})
+@bp.doc(
+    parameters=BOOT_PARAMETERS,
+    responses={code: SCRIPT_RESPONSE for code in ("200", "400", "500", "503")},
+)
 def boot():
     """The script a machine should run now, chosen by its lifecycle state."""
     try:
