@@ -22,6 +22,7 @@ from provisioner.database import is_storage_full
 from provisioner.errors import STORAGE_FULL_MESSAGE
 from provisioner.extensions import db
 from provisioner.group_commit import EXTENSION_KEY
+from provisioner.scheduler import run_sweep
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 MAC = "52:54:00:f0:11:01"
@@ -140,3 +141,19 @@ def test_a_report_with_no_room_is_a_503_naming_the_cause(app, client, page_limit
     assert {answer.status_code for answer in refused} == {503}
     assert refused[0].json["message"] == STORAGE_FULL_MESSAGE
     assert refused[0].json["cause"] == "storage_full"
+
+
+@SQLITE
+def test_a_background_job_with_no_room_logs_one_line(app, monkeypatch, caplog):
+    """The sweeper is skipped with one line naming the cause, not a traceback per run."""
+
+    def sweep_on_a_full_disk(*args, **kwargs):
+        raise OperationalError("INSERT", {}, _sqlite_error("database or disk is full", 13))
+
+    monkeypatch.setattr("provisioner.scheduler.sweep_stalled_installs", sweep_on_a_full_disk)
+
+    run_sweep(app)
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "sweep skipped: database storage is full: database or disk is full"
+    ]
