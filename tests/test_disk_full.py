@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -87,6 +88,7 @@ def mount_small_disk(where: Path, size: str) -> SmallDisk:
     except FileNotFoundError:
         pytest.skip("no mount command to make a small file system")
     if result.returncode != 0:
+        where.rmdir()
         pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
     return SmallDisk(where)
 
@@ -116,7 +118,7 @@ def sqlite_on_small_disk(tmp_path: Path) -> Iterator[tuple[str, SmallDisk]]:
 def postgresql_on_small_disk() -> Iterator[tuple[str, SmallDisk]]:
     """A database of its own whose tablespace is on the small disk.
 
-    The server must run on this host and as an OS user the test can hand the folder to.
+    The server must run on this host, as an OS user the test can hand the folder to.
     """
     admin_url, reason = databases.postgres_admin_url()
     if admin_url is None:
@@ -124,30 +126,49 @@ def postgresql_on_small_disk() -> Iterator[tuple[str, SmallDisk]]:
     if make_url(admin_url).host not in ("127.0.0.1", "localhost", "::1"):
         pytest.skip("PostgreSQL is not on this host: a tablespace needs a local folder")
     name = f"provisioner_full_{uuid.uuid4().hex[:10]}"
-    # A folder PostgreSQL can reach (pytest's tmp_path is private to root).
-    disk = mount_small_disk(Path("/tmp") / name, DISK_SIZES["postgresql"])
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    location = disk.path / "tablespace"
     try:
         with admin.connect() as connection:
-            owner = connection.scalar(sa.text("SELECT current_setting('data_directory')"))
-            location.mkdir()
-            stat = os.stat(owner)
-            os.chown(location, stat.st_uid, stat.st_gid)
+            owner = postgres_owner(connection)
+            # A folder PostgreSQL can reach (pytest's tmp_path is private to its user).
+            disk = mount_small_disk(Path("/tmp") / name, DISK_SIZES["postgresql"])
             try:
-                connection.execute(sa.text(f"CREATE TABLESPACE {name} LOCATION '{location}'"))
-            except sa.exc.DBAPIError as exc:
-                pytest.skip(f"PostgreSQL cannot use a tablespace on the small disk: {exc.orig}")
-            try:
-                connection.execute(sa.text(f'CREATE DATABASE "{name}" TABLESPACE {name}'))
-                yield make_url(admin_url).set(database=name).render_as_string(False), disk
+                location = disk.path / "tablespace"
+                location.mkdir()
+                os.chown(location, owner.st_uid, owner.st_gid)
+                with database_in_tablespace(connection, admin_url, name, location) as url:
+                    yield url, disk
             finally:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                connection.execute(sa.text(f"DROP TABLESPACE IF EXISTS {name}"))
+                unmount(disk.path)
+                disk.path.rmdir()
     finally:
         admin.dispose()
-        unmount(disk.path)
-        disk.path.rmdir()
+
+
+def postgres_owner(connection: sa.Connection) -> os.stat_result:
+    """The owner of PostgreSQL's data directory, which its tablespaces need too."""
+    try:
+        directory = connection.scalar(sa.text("SELECT current_setting('data_directory')"))
+        return os.stat(directory)
+    except (sa.exc.DBAPIError, OSError) as exc:
+        pytest.skip(f"PostgreSQL's data directory is not readable from here: {exc}")
+
+
+@contextmanager
+def database_in_tablespace(
+    connection: sa.Connection, admin_url: str, name: str, location: Path
+) -> Iterator[str]:
+    """Make tablespace and database ``name`` at ``location``; drop both afterwards."""
+    try:
+        connection.execute(sa.text(f"CREATE TABLESPACE {name} LOCATION '{location}'"))
+    except sa.exc.DBAPIError as exc:
+        pytest.skip(f"PostgreSQL cannot use a tablespace on the small disk: {exc.orig}")
+    try:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}" TABLESPACE {name}'))
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(sa.text(f"DROP TABLESPACE IF EXISTS {name}"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
