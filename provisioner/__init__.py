@@ -91,7 +91,7 @@ def init_extensions(app: Flask) -> None:
     group_commit.init_app(app)
     dashboard.init_app(app)
     with app.app_context():
-        configure_engine(db.engine)
+        configure_engine(db.engine, app.config["SQLITE_SYNCHRONOUS"])
         app.extensions[SINGLE_READS_KEY] = SingleReads(db.engine)
     app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))
     app.extensions[scheduler.EXTENSION_KEY] = scheduler.build_scheduler(app)

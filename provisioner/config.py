@@ -114,6 +114,13 @@ def _webhooks(value: Any) -> list[dict[str, Any]]:
     return hooks
 
 
+def _sqlite_synchronous(value: Any) -> str:
+    mode = _text(value).strip().lower()
+    if mode not in {"normal", "full"}:
+        raise ValueError('expected "normal" or "full"')
+    return mode
+
+
 def _report_auth(value: Any) -> str:
     mode = _text(value).lower()
     if mode not in {"token", "open"}:
@@ -128,6 +135,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATABASE_MAX_OVERFLOW": (10, _number(int, 0)),
     "DATABASE_POOL_TIMEOUT": (5.0, _number(float, 0, above=True)),
     "DATABASE_CONNECT_TIMEOUT": (3, _number(int, 1)),
+    "SQLITE_SYNCHRONOUS": ("normal", _sqlite_synchronous),
     "WORKFLOWS_DIR": ("workflows", _text),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),

@@ -44,6 +44,11 @@ from sqlalchemy.types import TypeDecorator
 from provisioner.timeutil import as_utc
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+#: ``PRAGMA synchronous`` values offered by ``SQLITE_SYNCHRONOUS`` (docs/deploy.md).
+SQLITE_SYNCHRONOUS = ("normal", "full")
+#: SQLite's primary result code "database or disk is full", and PostgreSQL's disk_full class.
+SQLITE_FULL = 13
+DISK_FULL_SQLSTATE = "53100"
 
 
 class FairLock:
@@ -124,9 +129,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else as_utc(value)
 
 
-def configure_engine(engine: Engine) -> None:
-    """Set SQLite pragmas once per connection and choose how transactions begin: BEGIN, or
-    BEGIN IMMEDIATE in a ``write_transaction``.
+def configure_engine(engine: Engine, synchronous: str = "normal") -> None:
+    """Set SQLite pragmas once per connection (``synchronous``: ``SQLITE_SYNCHRONOUS``) and
+    choose how transactions begin: BEGIN, or BEGIN IMMEDIATE in a ``write_transaction``.
 
     SQLAlchemy's recipe for the second takes BEGIN away from the sqlite3 driver and emits
     it from a ``begin`` event. But an engine with any connection event makes every
@@ -136,11 +141,13 @@ def configure_engine(engine: Engine) -> None:
     """
     if engine.dialect.name != "sqlite":
         return
-    event.listen(engine, "connect", _on_sqlite_connect)
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"synchronous must be one of {SQLITE_SYNCHRONOUS}, not {synchronous!r}")
+    event.listen(engine, "connect", functools.partial(_on_sqlite_connect, synchronous))
     engine.dialect.do_begin = _sqlite_begin  # type: ignore[method-assign]
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def _on_sqlite_connect(synchronous: str, dbapi_connection: Any, _record: Any) -> None:
     # The driver never BEGINs: _sqlite_begin does on the app's engine, nothing on the one
     # SingleReads keeps its connections on.
     dbapi_connection.isolation_level = None
@@ -148,7 +155,9 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # In WAL mode NORMAL never corrupts the file, but a power cut (not a crash of the
+    # process) can undo the last commits before a checkpoint; FULL syncs every commit.
+    cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
     cursor.close()
 
 
@@ -181,7 +190,10 @@ class SingleReads:
             self._kept_engine = create_engine(
                 url, poolclass=NullPool, connect_args={"check_same_thread": False}
             )
-            event.listen(self._kept_engine, "connect", _on_sqlite_connect)
+            # Reads only: how commits are synced does not matter on these connections.
+            event.listen(
+                self._kept_engine, "connect", functools.partial(_on_sqlite_connect, "normal")
+            )
 
     def first(self, statement: Executable, parameters: dict[str, Any]) -> Row | None:
         """The first row ``statement`` gives, or None."""
@@ -402,17 +414,77 @@ def is_sqlite(session: Session) -> bool:
     return session.get_bind().dialect.name == "sqlite"
 
 
+def is_storage_full(error: BaseException) -> bool:
+    """Tell whether ``error`` (SQLAlchemy's or the driver's) says the database has no room
+    left: SQLite's SQLITE_FULL, PostgreSQL's SQLSTATE 53100 (disk_full)."""
+    cause = getattr(error, "orig", None) or error
+    code = getattr(cause, "sqlite_errorcode", None)
+    return getattr(cause, "sqlstate", None) == DISK_FULL_SQLSTATE or (
+        isinstance(code, int) and code & 0xFF == SQLITE_FULL
+    )
+
+
+#: Engines whose last write transaction failed for lack of storage (``storage_full``).
+_full_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def storage_full(session: Session | scoped_session[Session]) -> bool:
+    """Tell whether the last write transaction on ``session``'s database, in this process,
+    failed for lack of storage."""
+    return session.get_bind() in _full_engines
+
+
+#: Writes that change nothing but need room: a SQLite commit appends a page to the WAL; a
+#: PostgreSQL temporary table is a new file in the database's tablespace.
+_PROBES = {
+    "sqlite": ("UPDATE alembic_version SET version_num = version_num",),
+    "postgresql": (
+        "CREATE TEMPORARY TABLE provisioner_probe (filler text) ON COMMIT DROP",
+        "INSERT INTO provisioner_probe VALUES (repeat('x', 100))",
+    ),
+}
+
+
+def probe_write(session: Session | scoped_session[Session]) -> bool:
+    """Commit a write that changes nothing; tell whether the database had room for it."""
+    try:
+        with write_transaction(session) as transaction:
+            for statement in _PROBES[transaction.get_bind().dialect.name]:
+                transaction.execute(text(statement))
+    except Exception as error:
+        if is_storage_full(error):
+            return False
+        raise
+    return True
+
+
 @contextmanager
 def write_transaction(session: Session | scoped_session[Session]) -> Iterator[Session]:
-    """Run the block as one write transaction: committed at the end, rolled back on error."""
+    """Run the block as one write transaction: committed at the end, rolled back on error.
+
+    Whether it failed for lack of storage is remembered for ``storage_full`` (``/health``).
+    """
     if isinstance(session, scoped_session):
         session = session()
     if session.in_transaction():
         # End the read transaction a view may have opened; a write must start fresh.
         session.commit()
+    engine = session.get_bind()
+    try:
+        with _write_transaction(session):
+            yield session
+    except Exception as error:
+        if is_storage_full(error):
+            _full_engines.add(engine)
+        raise
+    _full_engines.discard(engine)
+
+
+@contextmanager
+def _write_transaction(session: Session) -> Iterator[None]:
     if not is_sqlite(session):
         with session.begin():
-            yield session
+            yield
         return
     with _sqlite_write_lock, _beginning_with("BEGIN IMMEDIATE"), session.begin():
-        yield session
+        yield

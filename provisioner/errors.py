@@ -15,6 +15,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.exceptions import UnprocessableEntity
 
 from provisioner.api import flatten_errors
+from provisioner.database import is_storage_full
 from provisioner.extensions import api
 from provisioner.extensions import db
 from provisioner.lifecycle import ConcurrentTransition
@@ -76,8 +77,15 @@ def is_unavailable(exc: OperationalError) -> bool:
     )
 
 
+#: The answer to a write the database has no room for; installers retry on 503.
+STORAGE_FULL_MESSAGE = "Database storage is full; nothing was written, retry later"
+
+
 def handle_operational_error(exc: OperationalError):
     db.session.rollback()
+    if is_storage_full(exc):
+        log.error("database storage is full, writes fail: %s", exc.orig)
+        return _json_error(ServiceUnavailable(), STORAGE_FULL_MESSAGE, cause="storage_full")
     if is_unavailable(exc):
         log.warning("database unavailable: %s", exc.orig)
         return _json_error(ServiceUnavailable(), "Database unavailable; retry shortly")

@@ -10,7 +10,9 @@ nothing are held back and sent together at the end (``database.deferring_writes`
 A job is a function of the writer's session. It may refuse (raise an ``HTTPException``, such
 as a 401 for a bad token) only before it writes: the refusal goes back to its request and the
 rest of the batch carries on. Any other error rolls the whole batch back, and its jobs are
-then run again one transaction each, so one bad job never fails its neighbours.
+then run again one transaction each, so one bad job never fails its neighbours; except when
+the database has no room left (``is_storage_full``): that is no job's fault, so every job of
+the batch gets the error at once (the requests answer 503) and none of them is written.
 
 PostgreSQL runs writers side by side with row locks; there a job simply runs in the
 request's own write transaction (``run_write``).
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from provisioner.database import deferring_writes
+from provisioner.database import is_storage_full
 from provisioner.database import write_transaction
 from provisioner.extensions import db
 
@@ -103,8 +106,9 @@ class GroupWriter:
                     except HTTPException as refusal:
                         outcomes.append((False, refusal))
         except Exception as error:  # handed to the waiting requests
-            if len(batch) == 1:
-                batch[0][1].set_exception(error)
+            if len(batch) == 1 or is_storage_full(error):
+                for _, future in batch:  # rolled back: none of them was written
+                    future.set_exception(error)
                 return
             for item in batch:  # find the bad job: each alone, in a transaction of its own
                 self._commit([item])

@@ -26,6 +26,12 @@ def local_boot(reason: str) -> str:
     return _script(f"echo provisioner: {safe(reason)}", "exit")
 
 
+def server_trouble(reason: str) -> str:
+    """Boot the local disk because the server cannot answer now; the comment says why to
+    whoever reads the script, the echo to whoever watches the console."""
+    return _script(f"# provisioner: {safe(reason)}", f"echo provisioner: {safe(reason)}", "exit")
+
+
 def registered(node_id: str, mac: str) -> str:
     """Answer to a machine that was just auto-registered."""
     return _script(

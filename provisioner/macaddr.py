@@ -30,3 +30,20 @@ def looks_like_mac(text: str) -> bool:
     except InvalidMac:
         return False
     return True
+
+
+#: Addresses no network card has: frames to them go to many machines, or to none.
+_NOT_A_MACHINE = {
+    "00:00:00:00:00:00": "the all-zero address",
+    "ff:ff:ff:ff:ff:ff": "the broadcast address",
+}
+
+
+def machine_mac(text: str) -> str:
+    """Return ``text`` as a canonical MAC, refusing addresses no single machine owns:
+    all zeros, broadcast and multicast (the low bit of the first octet set)."""
+    mac = normalize_mac(text)
+    kind = _NOT_A_MACHINE.get(mac) or ("a multicast address" if int(mac[:2], 16) & 1 else None)
+    if kind is not None:
+        raise InvalidMac(f"{mac} is {kind}, not the address of a machine's network card")
+    return mac

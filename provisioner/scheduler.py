@@ -18,6 +18,7 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from provisioner.database import is_storage_full
 from provisioner.errors import is_unavailable
 from provisioner.extensions import db
 from provisioner.metrics import SWEEP_DURATION
@@ -40,10 +41,14 @@ EXTENSION_KEY = "provisioner.scheduler"
 
 @contextmanager
 def _skipped_while_database_unavailable(job: str) -> Iterator[None]:
-    """Log one line instead of a traceback per run while the database is unreachable."""
+    """Log one line instead of a traceback per run while the database is unreachable or
+    has no room left."""
     try:
         yield
     except (OperationalError, PoolTimeoutError) as exc:
+        if is_storage_full(exc):
+            log.error("%s skipped: database storage is full: %s", job, getattr(exc, "orig", exc))
+            return
         if isinstance(exc, OperationalError) and not is_unavailable(exc):
             raise
         log.warning("%s skipped: database unavailable: %s", job, getattr(exc, "orig", exc))

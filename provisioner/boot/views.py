@@ -1,9 +1,14 @@
 """Node-facing boot endpoints: every answer is an iPXE script, even an error."""
 
+import logging
+
 from flask import Response
 from flask import current_app
 from flask import request
 from marshmallow import ValidationError
+from sqlalchemy.exc import DataError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from provisioner import ipxe
 from provisioner.api import Blueprint
@@ -15,10 +20,13 @@ from provisioner.context import peer_ip
 from provisioner.context import server_url
 from provisioner.context import single_reads
 from provisioner.context import workflow_store
+from provisioner.database import is_storage_full
+from provisioner.errors import is_unavailable
 from provisioner.extensions import db
 from provisioner.schemas import BootQuerySchema
 from provisioner.sweeper import StallRules
 
+log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, description="iPXE boot scripts (node-facing)")
 BOOT_QUERY = BootQuerySchema()
 
@@ -57,7 +65,10 @@ def _boot_mode(platform: str | None) -> str | None:
 
 
 @bp.route("/api/v1/boot")
-@bp.doc(parameters=BOOT_PARAMETERS, responses={"200": SCRIPT_RESPONSE, "400": SCRIPT_RESPONSE})
+@bp.doc(
+    parameters=BOOT_PARAMETERS,
+    responses={code: SCRIPT_RESPONSE for code in ("200", "400", "500", "503")},
+)
 def boot():
     """The script a machine should run now, chosen by its lifecycle state."""
     try:
@@ -82,9 +93,34 @@ def boot():
         workflows=workflow_store(),
         rules=StallRules.from_config(current_app.config),
     )
-    return script_response(
-        answer_boot(db.session, boot_request, settings, now(), reads=single_reads())
-    )
+    try:
+        script = answer_boot(db.session, boot_request, settings, now(), reads=single_reads())
+    except Exception as exc:  # noqa: BLE001 - iPXE runs scripts, never a JSON error
+        db.session.rollback()
+        return _failure_script(exc)
+    return script_response(script)
+
+
+def _failure_script(exc: Exception) -> Response:
+    """The script for a boot the server could not answer: the machine boots its own disk."""
+    if is_storage_full(exc):
+        # 200, so that iPXE runs it: the disk stays full until an operator acts, and a
+        # machine should boot what it has meanwhile (iPXE never runs an error's body).
+        log.error("boot answered with a local boot, database storage is full: %s", exc)
+        return script_response(
+            ipxe.server_trouble("database storage is full; booting the local disk")
+        )
+    if isinstance(exc, DataError):
+        log.info("boot parameter refused by the database: %s", exc.orig)
+        return script_response(ipxe.request_error("a value was refused by the database"), 400)
+    if isinstance(exc, PoolTimeoutError) or (
+        isinstance(exc, OperationalError) and is_unavailable(exc)
+    ):
+        log.warning("boot answered with a local boot, database unavailable: %s", exc)
+        reason = "database unavailable; booting the local disk"
+        return script_response(ipxe.server_trouble(reason), 503)
+    log.error("boot failed", exc_info=exc)
+    return script_response(ipxe.server_trouble("internal error; booting the local disk"), 500)
 
 
 @bp.route("/api/v1/ipxe/boot.ipxe")

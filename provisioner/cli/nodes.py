@@ -16,7 +16,7 @@ from provisioner.extensions import db
 from provisioner.inventory import InventoryError
 from provisioner.lifecycle import TransitionError
 from provisioner.macaddr import InvalidMac
-from provisioner.macaddr import normalize_mac
+from provisioner.macaddr import machine_mac
 from provisioner.nodes_repo import find_by_ref
 from provisioner.schemas import NodeCreateSchema
 from provisioner.schemas import NodeSchema
@@ -73,7 +73,7 @@ def nodes_list(state: str | None, tag: str | None, limit: int, as_json: bool) ->
 def nodes_add(mac: str, hostname: str | None, workflow_id: str | None) -> None:
     """Register a node by MAC address."""
     try:
-        fields = {"mac_address": normalize_mac(mac), "hostname": hostname}
+        fields = {"mac_address": machine_mac(mac), "hostname": hostname}
         if workflow_id:
             fields["workflow_id"] = workflow_id
         with write_transaction(db.session):

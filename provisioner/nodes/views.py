@@ -12,6 +12,8 @@ from provisioner.api import Blueprint
 from provisioner.api import fail
 from provisioner.context import now
 from provisioner.context import workflow_store
+from provisioner.database import probe_write
+from provisioner.database import storage_full
 from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.inventory import InventoryError
@@ -201,17 +203,32 @@ def get_workflow(workflow_id: str):
 
 class HealthSchema(Schema):
     status = fields.String(metadata={"enum": ["ok", "unavailable"]})
-    database = fields.String()
+    database = fields.String(
+        metadata={"description": '"ok", "not writable: storage full", or the error\'s name'}
+    )
+
+
+#: ``/health``'s ``database`` while writes fail for lack of storage.
+NOT_WRITABLE = "not writable: storage full"
 
 
 @bp.route("/health")
 @bp.response(200, HealthSchema)
-@bp.alt_response(503, schema=HealthSchema, description="The database does not answer")
+@bp.alt_response(
+    503, schema=HealthSchema, description="The database does not answer or has no room left"
+)
 def health():
-    """Liveness and database check: 200 when the database answers, else 503."""
+    """Liveness and database check: 200 when the database answers and takes writes, else 503.
+
+    After a write failed for lack of storage, each call tries a write that changes nothing,
+    so the answer turns back to ok once there is room again, with no other traffic.
+    """
     try:
         db.session.execute(text("SELECT 1"))
+        writable = not storage_full(db.session) or probe_write(db.session)
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
         db.session.rollback()
         return {"status": "unavailable", "database": type(exc).__name__}, 503
+    if not writable:
+        return {"status": "unavailable", "database": NOT_WRITABLE}, 503
     return {"status": "ok", "database": "ok"}

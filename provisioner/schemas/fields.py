@@ -10,7 +10,7 @@ from marshmallow import validate
 
 from provisioner.lifecycle import State
 from provisioner.macaddr import InvalidMac
-from provisioner.macaddr import normalize_mac
+from provisioner.macaddr import machine_mac
 
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -24,12 +24,13 @@ STATES = [state.value for state in State]
 
 
 class MacAddress(fields.String):
-    """A MAC address in any accepted form, loaded as ``aa:bb:cc:dd:ee:ff``."""
+    """A machine's MAC address in any accepted form, loaded as ``aa:bb:cc:dd:ee:ff``; never
+    all zeros, broadcast or multicast."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return normalize_mac(text)
+            return machine_mac(text)
         except InvalidMac as exc:
             raise ValidationError(str(exc)) from None
 
@@ -51,9 +52,16 @@ class Hostname(fields.String):
         return text
 
 
+def no_nul(value: str) -> None:
+    """Refuse a NUL character: PostgreSQL cannot store one in text (a query string can
+    carry it as ``%00``; JSON bodies are checked as they are parsed)."""
+    if "\x00" in value:
+        raise ValidationError("NUL characters are not allowed.")
+
+
 def text(max_length: int, **kwargs: Any) -> fields.String:
     """A bounded free-text field."""
-    return fields.String(validate=validate.Length(max=max_length), **kwargs)
+    return fields.String(validate=[validate.Length(max=max_length), no_nul], **kwargs)
 
 
 def envelope(item: type[Schema], name: str) -> type[Schema]:
