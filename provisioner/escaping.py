@@ -30,6 +30,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PRESEED_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
 
 
+def inert(text: str) -> str:
+    """``text`` with every character outside ``PLAIN`` replaced by ``_``."""
+    return PLAIN.sub("_", text)
+
+
 class Escaped(str):
     """Text an escaping filter produced: the guard prints it as it is."""
 
@@ -71,7 +76,7 @@ def guard(context: Context, value: Any) -> str:
     if isinstance(value, Escaped):
         return value
     text = str(value)
-    plain = PLAIN.sub("_", text)
+    plain = inert(text)
     if plain != text:
         log.warning(
             "install config %s: a value held characters that are unsafe without an escaping "
