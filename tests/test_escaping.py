@@ -19,17 +19,21 @@ import pytest
 import trapshell
 import yaml
 from conftest import EXAMPLE_WORKFLOWS
+from sqlalchemy import update
 
 from provisioner.escaping import preseed_value
 from provisioner.escaping import shell_word
 from provisioner.escaping import yaml_scalar
+from provisioner.extensions import db
 from provisioner.install_configs import environment
 from provisioner.install_configs import render_config
+from provisioner.models import Node
 from provisioner.workflows import WorkflowStore
 from provisioner.workflows import render
 from provisioner.workflows import sample_variables
 
 HOSTNAME = "node-7"
+MAC = "52:54:00:e0:00:01"
 HOSTILE = {
     "newline": f"{HOSTNAME}\npwned\n",
     "carriage-return": f"{HOSTNAME}\rpwned",
@@ -291,3 +295,52 @@ def test_kernel_command_line_values_are_plain(payload):
     line = render("host=${hostname} ip=${ip}", {"hostname": payload, "ip": payload})
 
     assert re.fullmatch(r"host=[A-Za-z0-9._:/@+%\[\]-]* ip=[A-Za-z0-9._:/@+%\[\]-]*", line)
+
+
+# -- values stored before these rules --------------------------------------------------------
+
+LEGACY = {"hostname": HOSTILE["kickstart-section"], "ip_address": HOSTILE["ipv6-zone"]}
+IPXE_COMMANDS = ("#!ipxe", "echo ", "kernel ", "initrd ", "boot ", ":failed", "sleep ", "exit")
+
+
+def legacy_node(app, workflow_id: str) -> tuple[str, str]:
+    """A pending node whose stored hostname and IP no longer pass validation, booted into
+    its installer: (iPXE script, report token)."""
+    client = app.test_client()
+    response = client.post("/api/v1/nodes", json={"mac_address": MAC, "workflow_id": workflow_id})
+    assert response.status_code == 201, response.json
+    node_id = response.json["data"]["id"]
+    client.patch(f"/api/v1/nodes/{node_id}/state", json={"state": "pending"})
+    with app.app_context():
+        db.session.execute(update(Node).where(Node.id == node_id).values(**LEGACY))
+        db.session.commit()
+    script = client.get("/api/v1/boot", query_string={"mac": MAC}).get_data(as_text=True)
+    token = re.search(r"(?:token=|/seed/)([A-Za-z0-9_-]{43,})", script).group(1)
+    return script, token
+
+
+def fetch_config(app, name: str, token: str) -> str:
+    response = app.test_client().get(f"/api/v1/nodes/{MAC}/config/{name}?token={token}")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("workflow_id", ["rocky-9", "debian-12", "ubuntu-24.04"])
+def test_hostile_values_already_stored_still_render_escaped(build_app, workflow_id):
+    """A node saved before these rules boots and gets configs that keep its values as data."""
+    app = build_app(WORKFLOWS_DIR=str(EXAMPLE_WORKFLOWS), REPORT_AUTH="token")
+
+    script, token = legacy_node(app, workflow_id)
+
+    assert all(line.startswith(IPXE_COMMANDS) for line in script.splitlines()), script
+    if workflow_id == "rocky-9":
+        pytest.importorskip("pykickstart", reason="pykickstart is not installed")
+        handler = kickstart(fetch_config(app, "ks.cfg", token))
+        assert handler.network.network[0].hostname == one_line(LEGACY["hostname"])
+    elif workflow_id == "debian-12":
+        values = {q: v for _, q, _, v in preseed_entries(fetch_config(app, "preseed.cfg", token))}
+        assert values["netcfg/get_hostname"] == "node-7_%pre_pwned_%end_"
+        assert_syntax(fetch_config(app, "hooks.sh", token))
+    else:
+        user_data = yaml.safe_load(fetch_config(app, "user-data", token))
+        assert user_data["autoinstall"]["identity"]["hostname"] == LEGACY["hostname"]
