@@ -15,7 +15,10 @@ from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.inventory import InventoryError
 from provisioner.lifecycle import TransitionError
+from provisioner.macaddr import InvalidMac
+from provisioner.macaddr import normalize_mac
 from provisioner.nodes_repo import find_by_ref
+from provisioner.schemas import Hostname
 from provisioner.schemas import NodeCreateSchema
 from provisioner.schemas import NodeSchema
 from provisioner.schemas import StateLogSchema
@@ -70,18 +73,25 @@ def nodes_list(state: str | None, tag: str | None, limit: int, as_json: bool) ->
 @with_appcontext
 def nodes_add(mac: str, hostname: str | None, workflow_id: str | None) -> None:
     """Register a node by MAC address."""
-    raw = {"mac_address": mac, "hostname": hostname}
-    if workflow_id:
-        raw["workflow_id"] = workflow_id
     try:
-        fields = NodeCreateSchema().load(raw)  # the API's checks: a hostname reaches configs
+        fields = {"mac_address": normalize_mac(mac), "hostname": _hostname(hostname)}
+        if workflow_id:
+            fields["workflow_id"] = workflow_id
         with write_transaction(db.session):
             node = inventory.create_node(db.session, fields, _workflow_store(), utcnow())
-    except ValidationError as exc:
-        raise click.ClickException(_one_line(exc.messages)) from None
-    except InventoryError as exc:
+    except (InvalidMac, InventoryError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created node {node.id} ({node.mac_address}), state {node.state}")
+
+
+def _hostname(value: str | None) -> str | None:
+    """``--hostname`` checked as the API checks it: it is rendered into install configs."""
+    if value is None:
+        return None
+    try:
+        return Hostname().deserialize(value)
+    except ValidationError as exc:
+        raise click.ClickException(f"hostname: {_one_line(exc.messages)}") from None
 
 
 @nodes_group.command("show")
