@@ -9,6 +9,7 @@ from flask import request
 from werkzeug.sansio.utils import get_current_url
 
 from provisioner.database import SingleReads
+from provisioner.ipaddr import valid_ip_or_none
 from provisioner.timeutil import utcnow
 from provisioner.workflows import WorkflowStore
 
@@ -45,4 +46,6 @@ def _base_url(scheme: str, host: str) -> str:
 
 def peer_ip() -> str | None:
     """The client's address (``TRUSTED_PROXIES`` hops of X-Forwarded-For honoured)."""
-    return request.remote_addr
+    # Held to the node-field rule: it may be stored as a node's ip_address and so reach an
+    # install config (a proxy's X-Forwarded-For is not checked by ProxyFix).
+    return valid_ip_or_none(request.remote_addr)

@@ -3,7 +3,9 @@
 A workflow names its templates (``templates: {ks.cfg: rocky-9/ks.cfg.j2}``), files inside
 ``WORKFLOWS_DIR``. They are rendered with Jinja2's sandbox and ``StrictUndefined``: a
 template sees only the variables given (no file access beyond the workflows directory, no
-attribute tricks), and a misspelt variable is an error, never an empty string.
+attribute tricks), and a misspelt variable is an error, never an empty string. What a
+template prints is escaped as ``provisioner.escaping`` says: inert by default, exact through
+the ``sh``, ``ks``, ``yaml`` and ``preseed`` filters.
 """
 
 from collections.abc import Mapping
@@ -16,6 +18,9 @@ from jinja2 import TemplateError
 from jinja2 import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from provisioner.escaping import FILTERS
+from provisioner.escaping import Escaped
+from provisioner.escaping import guard
 from provisioner.workflows import Workflow
 from provisioner.workflows import WorkflowError
 from provisioner.workflows import sample_variables
@@ -38,13 +43,16 @@ class ConfinedLoader(FileSystemLoader):
 
 def environment(directory: Path) -> ImmutableSandboxedEnvironment:
     """A sandboxed Jinja2 environment that loads templates from the workflows directory."""
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=ConfinedLoader(str(directory)),
         undefined=StrictUndefined,
         autoescape=False,
+        finalize=guard,
         keep_trailing_newline=True,
         auto_reload=True,
     )
+    env.filters.update(FILTERS)
+    return env
 
 
 def render_config(
@@ -53,20 +61,24 @@ def render_config(
     name: str,
     variables: Mapping[str, str],
 ) -> str:
-    """Render the workflow's install config ``name`` for one node."""
+    """Render the workflow's install config ``name`` for one node (plus ``workflow_id`` and
+    ``workflow_name``)."""
     template_path = workflow.templates.get(name)
     if template_path is None:
         known = ", ".join(sorted(workflow.templates)) or "none"
         raise ConfigNotFound(f"workflow {workflow.id} has no config {name!r} (has: {known})")
+    # The workflow's own id and name come from the file that names the template: whoever
+    # writes one writes the other, so they print as written.
+    trusted = {"workflow_id": Escaped(workflow.id), "workflow_name": Escaped(workflow.name)}
     try:
-        return env.get_template(template_path).render(**variables)
+        return env.get_template(template_path).render({**variables, **trusted})
     except TemplateError as exc:
         raise WorkflowError(f"{template_path}: {exc.message or exc}") from None
 
 
 def check_configs(env: ImmutableSandboxedEnvironment, workflow: Workflow) -> list[str]:
     """Problems that would stop any of the workflow's configs from rendering."""
-    variables = sample_variables() | {"workflow_id": workflow.id, "workflow_name": workflow.name}
+    variables = sample_variables()
     problems = []
     for name in sorted(workflow.templates):
         try:

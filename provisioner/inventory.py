@@ -17,6 +17,7 @@ from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
+from provisioner.schemas.fields import MAX_TAGS
 from provisioner.workflows import WorkflowStore
 
 
@@ -107,9 +108,14 @@ def set_state(
 
 
 def add_tags(node: Node, tags: list[str]) -> None:
-    """Add tags the node does not have yet."""
+    """Add tags the node does not have yet, up to ``MAX_TAGS`` on the node."""
     have = set(node.tags)
-    for tag in sorted(set(tags) - have):
+    new = set(tags) - have
+    if len(have) + len(new) > MAX_TAGS:
+        raise InventoryError(
+            "tags", f"A node carries at most {MAX_TAGS} tags (has {len(have)}, adding {len(new)})"
+        )
+    for tag in sorted(new):
         node.tag_rows.append(NodeTag(tag=tag))
 
 

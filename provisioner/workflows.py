@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from marshmallow import ValidationError
 
+from provisioner.escaping import inert
 from provisioner.schemas.fields import WORKFLOW_ID
 from provisioner.schemas.workflows import WorkflowSchema
 
@@ -70,14 +71,18 @@ class BootFiles:
 
 
 def render(template: str, variables: Mapping[str, str]) -> str:
-    """Replace every ``${name}``; an unknown name is an error, never left as a literal."""
+    """Replace every ``${name}``; an unknown name is an error, never left as a literal.
+
+    A value is reduced to plain characters (``escaping.inert``): on an iPXE ``kernel`` line
+    a space would add a kernel argument, a newline an iPXE command, ``${`` an expansion.
+    """
 
     def substitute(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in variables:
             known = ", ".join(sorted(variables))
             raise WorkflowError(f"unknown variable ${{{name}}} (known: {known})")
-        return variables[name]
+        return inert(variables[name])
 
     return _VARIABLE.sub(substitute, template)
 

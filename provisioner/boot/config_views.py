@@ -42,7 +42,6 @@ def _render(ref: str, name: str, token: str | None) -> Response:
     try:
         workflow = store.load(node.workflow_id)
         variables = boot_variables(node, server_url(), token or "")
-        variables |= {"workflow_id": workflow.id, "workflow_name": workflow.name}
         text = render_config(
             current_app.extensions["provisioner.jinja"], workflow, name, variables
         )

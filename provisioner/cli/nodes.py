@@ -18,6 +18,7 @@ from provisioner.lifecycle import TransitionError
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import machine_mac
 from provisioner.nodes_repo import find_by_ref
+from provisioner.schemas import Hostname
 from provisioner.schemas import NodeCreateSchema
 from provisioner.schemas import NodeSchema
 from provisioner.schemas import StateLogSchema
@@ -73,7 +74,7 @@ def nodes_list(state: str | None, tag: str | None, limit: int, as_json: bool) ->
 def nodes_add(mac: str, hostname: str | None, workflow_id: str | None) -> None:
     """Register a node by MAC address."""
     try:
-        fields = {"mac_address": machine_mac(mac), "hostname": hostname}
+        fields = {"mac_address": machine_mac(mac), "hostname": _hostname(hostname)}
         if workflow_id:
             fields["workflow_id"] = workflow_id
         with write_transaction(db.session):
@@ -81,6 +82,16 @@ def nodes_add(mac: str, hostname: str | None, workflow_id: str | None) -> None:
     except (InvalidMac, InventoryError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"created node {node.id} ({node.mac_address}), state {node.state}")
+
+
+def _hostname(value: str | None) -> str | None:
+    """``--hostname`` checked as the API checks it: it is rendered into install configs."""
+    if value is None:
+        return None
+    try:
+        return Hostname().deserialize(value)
+    except ValidationError as exc:
+        raise click.ClickException(f"hostname: {_one_line(exc.messages)}") from None
 
 
 @nodes_group.command("show")

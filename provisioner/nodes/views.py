@@ -152,9 +152,12 @@ def state_history(ref: str):
 @bp.response(200, NodeEnvelope)
 def add_tags(args: dict[str, Any], ref: str):
     """Add tags to a node."""
-    with write_transaction(db.session):
-        node = get_node_or_404(ref, for_update=True)
-        inventory.add_tags(node, args["tags"])
+    try:
+        with write_transaction(db.session):
+            node = get_node_or_404(ref, for_update=True)
+            inventory.add_tags(node, args["tags"])
+    except InventoryError as exc:
+        inventory_error(exc)
     return ok(node, "Tags added")
 
 

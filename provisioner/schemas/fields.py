@@ -8,6 +8,8 @@ from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
 
+from provisioner.ipaddr import InvalidIP
+from provisioner.ipaddr import normalize_ip
 from provisioner.lifecycle import State
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import machine_mac
@@ -18,6 +20,7 @@ HOSTNAME = re.compile(
 )
 # \Z, not $: "$" also matches before a trailing newline, which would let "web\n" through.
 TAG = r"^[a-z0-9_-]{1,50}\Z"
+MAX_TAGS = 50  # tags one node may carry: the create and tags endpoints share this cap
 WORKFLOW_ID = r"^[A-Za-z0-9._-]{1,64}\Z"
 CONFIG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
 STATES = [state.value for state in State]
@@ -35,11 +38,24 @@ class MacAddress(fields.String):
             raise ValidationError(str(exc)) from None
 
 
-class IPAddress(fields.IP):
-    """An IPv4 or IPv6 address, loaded as its canonical text."""
+class IPAddress(fields.String):
+    """An IPv4 or IPv6 address, loaded as its canonical text (a zone id must be plain)."""
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str:
-        return str(super()._deserialize(value, attr, data, **kwargs))
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return normalize_ip(text)
+        except InvalidIP as exc:
+            raise ValidationError(str(exc)) from None
+
+
+def tag_list(**kwargs: Any) -> fields.List:
+    """A list of tags: each matches ``TAG``, at most ``MAX_TAGS`` of them."""
+    return fields.List(
+        fields.String(validate=validate.Regexp(TAG)),
+        validate=validate.Length(min=kwargs.pop("min_length", None), max=MAX_TAGS),
+        **kwargs,
+    )
 
 
 class Hostname(fields.String):

@@ -18,6 +18,7 @@ from provisioner.schemas.fields import IPAddress
 from provisioner.schemas.fields import MacAddress
 from provisioner.schemas.fields import envelope
 from provisioner.schemas.fields import list_envelope
+from provisioner.schemas.fields import tag_list
 from provisioner.schemas.fields import text
 
 
@@ -37,7 +38,7 @@ class NodeCreateSchema(HardwareFields):
     workflow_id = fields.String(validate=validate.Regexp(WORKFLOW_ID), allow_none=True)
     arch = text(32, allow_none=True)
     boot_mode = fields.String(validate=validate.OneOf(["bios", "uefi"]), allow_none=True)
-    tags = fields.List(fields.String(validate=validate.Regexp(TAG)), load_default=list)
+    tags = tag_list(load_default=list)
 
 
 class NodeUpdateSchema(HardwareFields):
@@ -100,11 +101,7 @@ class StateLogSchema(Schema):
 
 
 class TagsSchema(Schema):
-    tags = fields.List(
-        fields.String(validate=validate.Regexp(TAG)),
-        required=True,
-        validate=validate.Length(min=1, max=50),
-    )
+    tags = tag_list(required=True, min_length=1)
 
     @validates("tags")
     def _unique(self, value: list[str], **kwargs: Any) -> None:
