@@ -9,6 +9,7 @@ answered as loopback; and a client on another network must never get the operato
 import http.client
 import json
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +18,13 @@ from reverseproxy import LanClient
 from reverseproxy import Nginx
 from reverseproxy import nginx_binary
 from serverproc import ServerProcess
+from serverproc import sqlite_settings
 from serverproc import start_server
 
 pytestmark = pytest.mark.e2e
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 
 MAC = "52:54:00:c0:00:01"
 #: A second loopback address: what nginx sees as the client, distinct from its own 127.0.0.1.
@@ -139,3 +144,46 @@ def test_client_on_the_network_never_gets_the_operator_api(tmp_path, lan, truste
         assert boot[0] == 200 and boot[1].startswith("#!ipxe"), boot
         if trusted_proxies:
             assert node_ip(server) == lan.client_address
+
+
+class WsgiServer(ServerProcess):
+    """``wsgi.py`` under another WSGI server: gunicorn, or waitress-serve told to keep the
+    proxy headers (docs/security.md)."""
+
+    def __init__(self, runner: str, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.runner = runner
+
+    def command(self) -> list[str]:
+        where = f"{self.host}:{self.port}"
+        if self.runner == "gunicorn":
+            return [str(BIN / "gunicorn"), "--bind", where, "--workers", "1", "wsgi:app"]
+        keep = "--no-clear-untrusted-proxy-headers"
+        return [str(BIN / "waitress-serve"), f"--listen={where}", keep, "wsgi:app"]
+
+
+@pytest.mark.parametrize("runner", ["gunicorn", "waitress-serve"])
+@pytest.mark.parametrize("trusted_proxies", [0, 1])
+def test_wsgi_entry_point_behind_nginx(tmp_path, runner, trusted_proxies):
+    """Under wsgi.py's servers too, TRUSTED_PROXIES passes the client's address on (gunicorn
+    always kept the header; waitress-serve needs the flag) and an unread proxy is refused."""
+    if not (BIN / runner).exists():
+        pytest.skip(f"{runner} is not installed (pip install -e '.[test]')")
+    env = sqlite_settings(tmp_path, TRUSTED_PROXIES=trusted_proxies, SECRET_KEY="x" * 32)
+    env["PYTHONPATH"] = str(REPOSITORY)  # wsgi.py lives at the repository's root
+    with (
+        WsgiServer(runner, env, tmp_path, name=runner) as server,
+        Nginx(tmp_path, server.url) as nginx,
+    ):
+        assert server.post_json("/api/v1/nodes", {"mac_address": MAC}).status == 201
+
+        boot = request_from(LOCAL_CLIENT, nginx.port, "GET", f"/api/v1/boot?mac={MAC}")
+        nodes = request_from(LOCAL_CLIENT, nginx.port, "GET", "/api/v1/nodes")
+
+        assert boot[0] == 200, boot
+        if trusted_proxies:
+            assert nodes[0] == 200, nodes
+            assert node_ip(server) == LOCAL_CLIENT
+        else:
+            assert nodes[0] == 403 and "TRUSTED_PROXIES" in nodes[1]["message"], nodes
+            assert node_ip(server) == "127.0.0.1"
