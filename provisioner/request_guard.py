@@ -3,11 +3,13 @@
 With no operator token configured the operator API trusts any loopback client, and the
 operator's own browser is one. Three checks keep other web sites from using it:
 
-- ``Host`` must be a name this server answers to (``ALLOWED_HOSTS``, and always IP
-  literals, ``localhost``, the machine's names and ``SERVER_URL``'s host), so a page whose
-  DNS name has been rebound to this server cannot read it. Node-facing endpoints skip this:
-  machines reach them by whatever name their DHCP and iPXE setup gives, and they answer a
-  browser nothing a machine on the network could not get.
+- In loopback-only mode, ``Host`` must be a name this server answers to (``ALLOWED_HOSTS``,
+  and always IP literals, ``localhost``, the machine's names and ``SERVER_URL``'s host), so
+  a page whose DNS name has been rebound to this server cannot read it. Node-facing
+  endpoints skip this: machines reach them by whatever name their DHCP and iPXE setup
+  gives, and they answer a browser nothing a machine on the network could not get. With
+  operator tokens a rebound page has no token (nor the dashboard's cookie, which belongs
+  to the real name), so load balancers and scrapers may use any name.
 - A state-changing request that a browser marks as coming from another site
   (``Sec-Fetch-Site``, else ``Origin``) is refused everywhere; so is a cross-site ``GET``
   of a node-facing endpoint, because serving an installer changes a node's state.
@@ -30,6 +32,7 @@ from flask import request
 
 from provisioner.api import NOT_JSON_TYPE
 from provisioner.api import fail
+from provisioner.auth import EXTENSION_KEY as ACCESS_KEY
 from provisioner.auth import NODE_FACING
 from provisioner.auth import READ_METHODS
 
@@ -161,7 +164,7 @@ def guard_request() -> None:
     if endpoint is None:
         return  # a 404 reveals nothing and changes nothing
     node_facing = endpoint in NODE_FACING
-    if not node_facing:
+    if not node_facing and current_app.extensions[ACCESS_KEY].open_to_loopback_only:
         check_host()
     writes = request.method not in READ_METHODS
     if writes or node_facing:

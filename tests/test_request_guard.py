@@ -114,6 +114,15 @@ def test_node_facing_endpoints_answer_any_host(client):
     assert report.status_code == 200, report.json
 
 
+def test_with_operator_tokens_any_host_is_answered(build_app):
+    """A rebound page has no token; load balancers and scrapers may use any name."""
+    token = "guard-api-token-0123456789abcdef"
+    client = build_app(API_TOKENS=[token]).test_client()
+    headers = {"Host": "lb-name.example", "Authorization": f"Bearer {token}"}
+    assert client.get("/api/v1/nodes", headers=headers).status_code == 200
+    assert client.get("/health", headers={"Host": "lb-name.example"}).status_code == 200
+
+
 # -- cross-site writes --------------------------------------------------------------------------
 
 
