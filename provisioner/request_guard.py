@@ -106,6 +106,8 @@ def refuse(code: int, message: str) -> NoReturn:
 def check_host() -> None:
     """Refuse a ``Host`` this server does not answer to (a DNS rebinding page)."""
     allowed: AllowedHosts = current_app.extensions[EXTENSION_KEY]
+    if not request.host:  # werkzeug gives "" for a malformed Host
+        refuse(400, "The Host header is missing or malformed")
     if not allowed.allows(request.host):
         refuse(
             400,

@@ -58,6 +58,11 @@ def test_rebound_host_cannot_read_the_operator_api(client):
     assert MAC not in response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("host", ["", "a b", "[::1", "127.0.0.1:99999"])
+def test_malformed_host_is_refused(client, host):
+    assert_refused(client.get("/api/v1/nodes", headers={"Host": host}), 400, "Host")
+
+
 def test_rebound_host_cannot_open_the_dashboard(client):
     response = client.get("/", headers={"Host": "rebind.attacker.example"})
     assert response.status_code == 400
