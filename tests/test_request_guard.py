@@ -179,12 +179,11 @@ def test_foreign_origin_refusal_names_the_origin(client):
         ("POST", "/api/v1/report", {"mac_address": MAC, "event": "heartbeat"}),
     ],
 )
-def test_every_write_refuses_a_cross_site_request(client, method, path, body):
+@pytest.mark.parametrize("headers", [CROSS_SITE, FOREIGN_FORM], ids=["sec-fetch", "origin-only"])
+def test_every_write_refuses_a_cross_site_request(client, method, path, body, headers):
     """Even a JSON write (a fetch() another page makes) is refused when a browser says so."""
     node = make_node(client)
-    response = client.open(
-        path.format(id=node["id"]), method=method, json=body, headers=CROSS_SITE
-    )
+    response = client.open(path.format(id=node["id"]), method=method, json=body, headers=headers)
     assert_refused(response, 403, "Cross-site")
     assert client.get(f"/api/v1/nodes/{node['id']}").json["data"] == node
 
