@@ -16,6 +16,7 @@ from provisioner import errors
 from provisioner import group_commit
 from provisioner import install_configs
 from provisioner import metrics
+from provisioner import request_guard
 from provisioner import scheduler
 from provisioner import webhooks
 from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
@@ -85,6 +86,7 @@ def init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     api.init_app(app)
+    request_guard.init_app(app)
     auth.init_app(app)
     metrics.init_app(app)
     webhooks.init_app(app)

@@ -73,6 +73,41 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
+#: Headers a proxy adds to say whom it forwards for.
+FORWARDING_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
+
+
+def unread_forwarding() -> str | None:
+    """The proxy header this request carries but the server did not read, if any.
+
+    The client's address is then the proxy's: a loopback proxy makes everyone loopback.
+    ``TRUSTED_PROXIES`` hops of X-Forwarded-For are read (werkzeug's ``ProxyFix``); a
+    shorter list, or another header only, leaves the proxy's address in place.
+    """
+    present = [name for name in FORWARDING_HEADERS if name in request.headers]
+    if not present:
+        return None
+    hops = current_app.config["TRUSTED_PROXIES"]
+    forwarded_for = request.headers.get("X-Forwarded-For", "")
+    if hops and len([part for part in forwarded_for.split(",") if part.strip()]) >= hops:
+        return None
+    return present[0]
+
+
+def loopback_refusal(what: str) -> str | None:
+    """Why ``what`` refuses this client in loopback-only mode, or ``None`` if it may pass."""
+    header = unread_forwarding()
+    if header is not None:
+        return (
+            f"{what} answers loopback clients only until API_TOKENS is set, and this request "
+            f"came through a proxy ({header}) whose client is unknown: set TRUSTED_PROXIES "
+            "to the number of proxies in front of the server (they must send X-Forwarded-For)"
+        )
+    if not is_loopback(request.remote_addr):
+        return f"{what} answers loopback clients only until API_TOKENS is set"
+    return None
+
+
 def token_role(access: Access, token: str | None) -> str | None:
     """What ``token`` may do: ``FULL``, ``READ``, or ``None`` for an unknown token."""
     if matches_any(token, access.full):
@@ -91,8 +126,9 @@ def authorize_operator() -> None:
         return  # the dashboard's own session check decides (dashboard/access.py)
     access: Access = current_app.extensions[EXTENSION_KEY]
     if access.open_to_loopback_only:
-        if not is_loopback(request.remote_addr):
-            fail(403, "The operator API answers loopback clients only until API_TOKENS is set")
+        refusal = loopback_refusal("The operator API")
+        if refusal is not None:
+            fail(403, refusal)
         return
     role = token_role(access, bearer_token())
     if role == FULL:

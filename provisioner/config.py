@@ -6,6 +6,7 @@ the mapping a test passes to ``create_app``. Every value is checked here, so a b
 start-up with a message naming the key instead of failing later with a traceback.
 """
 
+import ipaddress
 import json
 import os
 import re
@@ -121,6 +122,30 @@ def _sqlite_synchronous(value: Any) -> str:
     return mode
 
 
+#: A host name (letters, digits, hyphens, dots, underscores), optionally ``.``-prefixed.
+_HOST_NAME = re.compile(r"\.?[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})?")
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_list(value: Any) -> list[str]:
+    """``ALLOWED_HOSTS``: names, ``.domain`` for a domain and its subdomains, or ``*``."""
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of host names")
+    for item in value:
+        if item != "*" and not _HOST_NAME.fullmatch(item) and not _is_address(item):
+            raise ValueError(f"{item[:60]!r} is not a host name (no scheme, port or path)")
+    return value
+
+
 def _report_auth(value: Any) -> str:
     mode = _text(value).lower()
     if mode not in {"token", "open"}:
@@ -147,6 +172,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "EVENT_RETENTION_DAYS": (90.0, _number(float, 0)),
     "HEARTBEAT_KEEP_PER_NODE": (100, _number(int, 0)),
     "TRUSTED_PROXIES": (0, _number(int, 0)),
+    "ALLOWED_HOSTS": ([], _host_list),
     "API_TOKENS": ([], _token_list),
     "READ_TOKENS": ([], _token_list),
     "REPORT_AUTH": ("token", _report_auth),

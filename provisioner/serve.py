@@ -160,6 +160,9 @@ def serve(
             connection_limit=CONNECTION_LIMIT,
             channel_timeout=CHANNEL_TIMEOUT_SECONDS,
             ident="provisioner",
+            # The app reads X-Forwarded-For itself (TRUSTED_PROXIES, for gunicorn too) and
+            # refuses proxied operator calls it cannot place; waitress would drop the headers.
+            clear_untrusted_proxy_headers=False,
         )
     except KeyboardInterrupt:
         pass

@@ -44,14 +44,16 @@ def missing_reason() -> str | None:
 
 
 @contextmanager
-def chromium(profile_dir: Path, width: int = 1280, height: int = 900) -> Iterator:
+def chromium(
+    profile_dir: Path, width: int = 1280, height: int = 900, extra_flags: tuple[str, ...] = ()
+) -> Iterator:
     """A headless Chromium WebDriver with a throw-away profile in ``profile_dir``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = _find(CHROMIUM_NAMES) or ""
-    for flag in FLAGS:
+    for flag in FLAGS + extra_flags:
         options.add_argument(flag)
     options.add_argument(f"--window-size={width},{height}")
     options.add_argument(f"--user-data-dir={profile_dir}")

@@ -128,8 +128,9 @@ def check_access() -> Response | None:
     g.operator_role = None
     if request.endpoint not in OPEN_ENDPOINTS:
         if loopback_only():
-            if not auth.is_loopback(request.remote_addr):
-                abort(403, "The dashboard answers loopback clients only until API_TOKENS is set.")
+            refusal = auth.loopback_refusal("The dashboard")
+            if refusal is not None:
+                abort(403, refusal + ".")
             g.operator_role = auth.FULL
         else:
             g.operator_role = session_role()
