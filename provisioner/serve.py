@@ -1,5 +1,6 @@
 """Running the server: migrate, start background jobs, serve with waitress, stop cleanly."""
 
+import json
 import logging
 import os
 import resource
@@ -8,11 +9,15 @@ import socket
 import subprocess
 import sys
 from types import FrameType
+from typing import Any
 
 import flask_migrate
 import waitress
 from flask import Flask
 from sqlalchemy.engine import make_url
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
 
 from provisioner.auth import startup_warnings
 from provisioner.context import single_reads
@@ -148,6 +153,42 @@ def body_size_limit(app: Flask) -> int:
     return app.config["MAX_CONTENT_LENGTH"] + 1
 
 
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (413, 400, 431...) in the app's JSON error envelope."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        message = error.body
+        if error.code == 413:  # waitress's text names its own limit, one over the app's
+            message = (
+                f"The request body is over {self.channel.adj.max_request_body_size - 1} bytes"
+            )
+        body = json.dumps(
+            {"code": error.code, "message": message, "status": error.reason, "success": False}
+        ).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress connection that answers its refusals with ``JsonErrorTask``."""
+
+    error_task_class = JsonErrorTask
+
+
+def create_server(app: Flask, **adjustments: Any) -> Any:
+    """A waitress server for ``app`` whose own error answers are JSON, like the app's."""
+    dispatchers: dict = {}
+    server = waitress.create_server(app, map=dispatchers, **adjustments)
+    for dispatcher in dispatchers.values():
+        if isinstance(dispatcher, BaseWSGIServer):  # one per listening socket
+            dispatcher.channel_class = JsonErrorChannel
+    return server
+
+
 def serve(
     app: Flask,
     *,
@@ -194,7 +235,7 @@ def serve(
     _stop_on_sigterm()
     start_scheduler(app)
     try:
-        waitress.serve(
+        server = create_server(
             app,
             **where,
             threads=threads,
@@ -206,6 +247,8 @@ def serve(
             max_request_body_size=body_size_limit(app),
             ident="provisioner",
         )
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
     except KeyboardInterrupt:
         pass
     except OSError as exc:
