@@ -36,6 +36,10 @@ CONNECTION_LIMIT = 2000
 CHANNEL_TIMEOUT_SECONDS = 15
 #: Connections beyond the limit wait here, in the kernel.
 LISTEN_BACKLOG = 1024
+#: Connections accepted per turn of waitress's I/O loop (waitress accepts one). Each turn
+#: visits every open connection, so with 1,000 slow ones open a turn is slow, and clients
+#: that connect anew for every request (iPXE, curl) got a third of their throughput.
+ACCEPTS_PER_TURN = 64
 #: Descriptors a server process needs besides its connections: database files and
 #: connections, logs, webhook deliveries, the listening socket.
 RESERVED_FILES = 256
@@ -179,13 +183,30 @@ class JsonErrorChannel(HTTPChannel):
     error_task_class = JsonErrorTask
 
 
+def accept_in_batches(listener: BaseWSGIServer) -> None:
+    """Make ``listener`` accept up to ``ACCEPTS_PER_TURN`` waiting connections at a time."""
+    accept_one = listener.handle_accept
+
+    def handle_accept() -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            before = len(listener.active_channels)
+            accept_one()
+            accepted = len(listener.active_channels)
+            if accepted == before or accepted >= listener.adj.connection_limit:
+                return  # none waiting (or accept failed), or full
+
+    listener.handle_accept = handle_accept  # type: ignore[method-assign]
+
+
 def create_server(app: Flask, **adjustments: Any) -> Any:
-    """A waitress server for ``app`` whose own error answers are JSON, like the app's."""
+    """A waitress server for ``app`` whose own error answers are JSON, like the app's, and
+    that accepts waiting connections in batches."""
     dispatchers: dict = {}
     server = waitress.create_server(app, map=dispatchers, **adjustments)
     for dispatcher in dispatchers.values():
         if isinstance(dispatcher, BaseWSGIServer):  # one per listening socket
             dispatcher.channel_class = JsonErrorChannel
+            accept_in_batches(dispatcher)
     return server
 
 
