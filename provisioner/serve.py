@@ -1,17 +1,23 @@
 """Running the server: migrate, start background jobs, serve with waitress, stop cleanly."""
 
+import json
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 from types import FrameType
+from typing import Any
 
 import flask_migrate
 import waitress
 from flask import Flask
 from sqlalchemy.engine import make_url
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer
+from waitress.task import ErrorTask
 
 from provisioner.auth import startup_warnings
 from provisioner.context import single_reads
@@ -21,14 +27,22 @@ from provisioner.scheduler import stop_scheduler
 
 log = logging.getLogger(__name__)
 
-#: waitress accepts 100 connections by default; past ~96 open connections its I/O thread
-#: starves the thread committing to SQLite and writes collapse (measured). 32 keeps the
-#: throughput and lets the kernel's listen backlog queue the rest.
-CONNECTION_LIMIT = 32
-#: Boot and report clients send small requests quickly; idle connections are dropped soon.
+#: Connections held open at once. An open connection costs a descriptor and a few KB, not a
+#: thread: waitress reads requests in its I/O loop and hands only whole requests to the
+#: ``--threads`` request threads, so clients that send half a request, or one byte a second
+#: (PXE firmware that gave up mid-request), cannot hold up the machines behind them.
+CONNECTION_LIMIT = 2000
+#: A connection that sends nothing for this long is closed (waitress checks every 30 s).
 CHANNEL_TIMEOUT_SECONDS = 15
-#: Connections beyond CONNECTION_LIMIT wait here, in the kernel.
+#: Connections beyond the limit wait here, in the kernel.
 LISTEN_BACKLOG = 1024
+#: Connections accepted per turn of waitress's I/O loop (waitress accepts one). Each turn
+#: visits every open connection, so with 1,000 slow ones open a turn is slow, and clients
+#: that connect anew for every request (iPXE, curl) got a third of their throughput.
+ACCEPTS_PER_TURN = 64
+#: Descriptors a server process needs besides its connections: database files and
+#: connections, logs, webhook deliveries, the listening socket.
+RESERVED_FILES = 256
 
 
 class ServeError(Exception):
@@ -117,12 +131,93 @@ def _current_cpu() -> int | None:
         return None
 
 
+def raise_open_file_limit(connections: int) -> int:
+    """Raise this process's soft open-file limit to fit ``connections``; return how many fit.
+
+    Many systems start services with a soft limit of 1,024 descriptors and a far higher
+    hard one, which an unprivileged process may raise its soft limit to.
+    """
+    needed = connections + RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return connections
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return max(min(connections, target - RESERVED_FILES), 1)
+
+
+def body_size_limit(app: Flask) -> int:
+    """waitress's ``max_request_body_size`` for ``app``: a 413 before the body is buffered.
+
+    waitress answers from the Content-Length header, or for a chunked body as soon as it has
+    read that much (framing included), instead of spooling up to 1 GiB for the app to refuse;
+    it refuses a body of the limit or more, hence the + 1.
+    """
+    return app.config["MAX_CONTENT_LENGTH"] + 1
+
+
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (413, 400, 431...) in the app's JSON error envelope."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        message = error.body
+        if error.code == 413:  # waitress's text names its own limit, one over the app's
+            message = (
+                f"The request body is over {self.channel.adj.max_request_body_size - 1} bytes"
+            )
+        body = json.dumps(
+            {"code": error.code, "message": message, "status": error.reason, "success": False}
+        ).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    """A waitress connection that answers its refusals with ``JsonErrorTask``."""
+
+    error_task_class = JsonErrorTask
+
+
+def accept_in_batches(listener: BaseWSGIServer) -> None:
+    """Make ``listener`` accept up to ``ACCEPTS_PER_TURN`` waiting connections at a time."""
+    accept_one = listener.handle_accept
+
+    def handle_accept() -> None:
+        for _ in range(ACCEPTS_PER_TURN):
+            before = len(listener.active_channels)
+            accept_one()
+            accepted = len(listener.active_channels)
+            if accepted == before or accepted >= listener.adj.connection_limit:
+                return  # none waiting (or accept failed), or full
+
+    listener.handle_accept = handle_accept  # type: ignore[method-assign]
+
+
+def create_server(app: Flask, **adjustments: Any) -> Any:
+    """A waitress server for ``app`` whose own error answers are JSON, like the app's, and
+    that accepts waiting connections in batches."""
+    dispatchers: dict = {}
+    server = waitress.create_server(app, map=dispatchers, **adjustments)
+    for dispatcher in dispatchers.values():
+        if isinstance(dispatcher, BaseWSGIServer):  # one per listening socket
+            dispatcher.channel_class = JsonErrorChannel
+            accept_in_batches(dispatcher)
+    return server
+
+
 def serve(
     app: Flask,
     *,
     host: str,
     port: int,
     threads: int,
+    connection_limit: int = CONNECTION_LIMIT,
+    channel_timeout: int = CHANNEL_TIMEOUT_SECONDS,
     reuse_port: bool = False,
     migrate: bool = True,
     pin_cpu: bool = True,
@@ -142,28 +237,42 @@ def serve(
         {"sockets": [listening_socket(host, port)]} if reuse_port else {"host": host, "port": port}
     )
     cpu = pin_to_one_cpu(cpu_index) if pin_cpu else None
+    connections = raise_open_file_limit(connection_limit)
     print(
         f"provisioner: serving on http://{host}:{port}/ "
         f"(database {describe_database(app)}, workflows {app.config['WORKFLOWS_DIR']}"
         f"{'' if cpu is None else f', CPU {cpu}'})",
         flush=True,
     )
+    if connections < connection_limit:
+        log.warning(
+            "the open-file limit (RLIMIT_NOFILE) allows %d connections, not %d: raise it "
+            "(LimitNOFILE= in the systemd unit, ulimit -n) or lower --connection-limit",
+            connections,
+            connection_limit,
+        )
     for warning in startup_warnings(app):
         log.warning("%s", warning)
     _stop_on_sigterm()
     start_scheduler(app)
     try:
-        waitress.serve(
+        server = create_server(
             app,
             **where,
             threads=threads,
-            connection_limit=CONNECTION_LIMIT,
-            channel_timeout=CHANNEL_TIMEOUT_SECONDS,
+            connection_limit=connections,
+            channel_timeout=channel_timeout,
+            # select() fails outright on a descriptor numbered 1,024 or more ("filedescriptor
+            # out of range"), which a thousand open connections reach: waitress then dies.
+            asyncore_use_poll=True,
+            max_request_body_size=body_size_limit(app),
             ident="provisioner",
             # The app reads X-Forwarded-For itself (TRUSTED_PROXIES, for gunicorn too) and
             # refuses proxied operator calls it cannot place; waitress would drop the headers.
             clear_untrusted_proxy_headers=False,
         )
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -175,7 +284,15 @@ def serve(
 
 
 def serve_workers(
-    app: Flask, *, host: str, port: int, threads: int, workers: int, pin_cpu: bool = True
+    app: Flask,
+    *,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    connection_limit: int = CONNECTION_LIMIT,
+    channel_timeout: int = CHANNEL_TIMEOUT_SECONDS,
+    pin_cpu: bool = True,
 ) -> int:
     """Run ``workers`` server processes sharing one port (SO_REUSEPORT); return the exit code.
 
@@ -187,6 +304,8 @@ def serve_workers(
     upgrade_database(app)
     command = [sys.executable, "-c", "from provisioner.cli import main; main()", "serve"]
     command += ["--host", host, "--port", str(port), "--threads", str(threads)]
+    command += ["--connection-limit", str(connection_limit)]
+    command += ["--channel-timeout", str(channel_timeout)]
     command += ["--reuse-port", "--no-migrate"]
     children = [
         subprocess.Popen(command + ([f"--cpu-index={n}"] if pin_cpu else ["--no-pin-cpu"]))

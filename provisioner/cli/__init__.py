@@ -20,6 +20,8 @@ from provisioner.cli.webhooks import webhooks_group
 from provisioner.cli.workflows import workflows_group
 from provisioner.config import ENV_PREFIX
 from provisioner.config import ConfigError
+from provisioner.serve import CHANNEL_TIMEOUT_SECONDS
+from provisioner.serve import CONNECTION_LIMIT
 from provisioner.serve import ServeError
 from provisioner.serve import serve
 from provisioner.serve import serve_workers
@@ -76,6 +78,20 @@ def register(app: Flask) -> None:
     type=click.IntRange(1, 64),
     help="Server processes sharing the port (SO_REUSEPORT); about one per core.",
 )
+@click.option(
+    "--connection-limit",
+    default=CONNECTION_LIMIT,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Connections held open at once per process; more wait in the kernel's backlog.",
+)
+@click.option(
+    "--channel-timeout",
+    default=CHANNEL_TIMEOUT_SECONDS,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Seconds a connection may send nothing before it is closed.",
+)
 @click.option("--reuse-port", is_flag=True, help="Bind with SO_REUSEPORT (for a supervisor).")
 @click.option(
     "--pin-cpu/--no-pin-cpu",
@@ -94,6 +110,8 @@ def serve_command(
     port: int,
     threads: int,
     workers: int,
+    connection_limit: int,
+    channel_timeout: int,
     reuse_port: bool,
     pin_cpu: bool,
     cpu_index: int | None,
@@ -108,6 +126,8 @@ def serve_command(
                 port=port,
                 threads=threads,
                 workers=workers,
+                connection_limit=connection_limit,
+                channel_timeout=channel_timeout,
                 pin_cpu=pin_cpu,
             )
             raise SystemExit(code)
@@ -116,6 +136,8 @@ def serve_command(
             host=host,
             port=port,
             threads=threads,
+            connection_limit=connection_limit,
+            channel_timeout=channel_timeout,
             reuse_port=reuse_port,
             migrate=not no_migrate,
             pin_cpu=pin_cpu,
