@@ -73,6 +73,12 @@ def shells() -> list[Any]:
     return found
 
 
+@pytest.fixture
+def backend() -> str:
+    """SQLite only: these tests are about shells, and the reports go to a fake endpoint."""
+    return "sqlite"
+
+
 # -- the fake report endpoint ---------------------------------------------------------------
 
 
