@@ -475,3 +475,19 @@ def test_debian_late_command_removes_debconf_values_from_the_syslog(installer, e
     assert "debconf: <-- [reply removed]" in scrubbed
     assert "Menu item 'choose-mirror' selected" in scrubbed
     assert len(scrubbed.splitlines()) == len(SYSLOG.splitlines())
+
+
+def test_debian_late_command_reports_its_own_failure(installer, endpoint):
+    """late_command stops the watcher, so a failure there is reported by late itself."""
+    commands, _ = debian_fragments(endpoint)
+    code, output = installer.run(commands["preseed/early_command"], busybox_tools=True)
+    assert code == 0, output
+    shutil.rmtree(installer.root / "target")  # nothing installed: the unit cannot be written
+
+    code, output = installer.run(commands["preseed/late_command"], busybox_tools=True)
+
+    assert code != 0, output
+    assert endpoint.events()[-1] == (
+        "install_failed",
+        "late_command could not set up the first-boot report",
+    )
