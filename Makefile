@@ -8,13 +8,17 @@ STAMP  := $(VENV)/.installed
 
 export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
 
-.PHONY: run test lint format bench bench-deps e2e-deps clean help
+.PHONY: run test lint format bench bench-deps e2e-deps e2e-full e2e-full-deps clean help
 
 # Real clients the end-to-end tests drive, as command:Debian-package pairs.
 E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu cloud-init:cloud-init \
              /vmlinuz:linux-image-amd64 chromium:chromium chromedriver:chromium-driver \
-             nginx:nginx-light ip:iproute2
+             nginx:nginx-light ip:iproute2 \
+             /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
+             socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash
+# What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
+E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
 # The load generator the benchmarks drive.
 BENCH_TOOLS := wrk:wrk
 
@@ -36,6 +40,7 @@ help:
 	@echo "make bench  - performance benchmarks (not part of make test)"
 	@echo "make e2e-deps - install the real clients end-to-end tests drive (Debian packages)"
 	@echo "make bench-deps - install the load generator the benchmarks drive (wrk)"
+	@echo "make e2e-full - install Debian 12 for real in QEMU through apt-cacher-ng (hours; not in CI)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +67,14 @@ test: lint
 
 e2e-deps:
 	$(call debian_tools,$(E2E_TOOLS),install them or those tests skip)
+
+e2e-full-deps: e2e-deps
+	$(call debian_tools,$(E2E_FULL_TOOLS),install them or the full install skips)
+
+# A whole Debian 12 install in QEMU (TCG: hours), reporting first_boot; see docs/installers.md.
+e2e-full: $(STAMP) e2e-full-deps
+	PROVISIONER_E2E_FULL=1 $(BIN)/python -m pytest -s -p no:cacheprovider \
+	  tests/test_e2e_debian_installer.py -k full_install
 
 bench-deps:
 	$(call debian_tools,$(BENCH_TOOLS),install it or the benchmarks stop)

@@ -180,6 +180,9 @@ def _start_install(session: Session, node: Node, settings: BootSettings, now: da
         files = boot_files(workflow, boot_variables(node, settings.server_url, token))
     except WorkflowError as exc:
         return ipxe.wait_and_exit(f"workflow {node.workflow_id} cannot be used: {exc}")
+    mismatch = boot_mode_mismatch(workflow.boot_mode, node.boot_mode)
+    if mismatch:
+        return ipxe.wait_and_exit(f"node {node.id} stays pending: {mismatch}")
     install_report_token(node, token)
     transition(
         session,
@@ -190,7 +193,18 @@ def _start_install(session: Session, node: Node, settings: BootSettings, now: da
         comment=f"installer served: workflow {workflow.id}",
         metadata={"workflow_id": workflow.id, "attempt": node.install_attempts + 1},
     )
-    return ipxe.install(files, workflow.name, node.id)
+    return ipxe.install(files, workflow.name, node.id, workflow.boot_mode)
+
+
+def boot_mode_mismatch(wanted: str, booted: str | None) -> str | None:
+    """Why a machine that booted in mode ``booted`` cannot run a ``wanted``-only workflow."""
+    if wanted == "any" or booted is None or booted == wanted:
+        return None
+    return (
+        f"the workflow needs {wanted.upper()} firmware but the machine booted in "
+        f"{booted.upper()} mode: switch its firmware to {wanted.upper()} or assign a "
+        f"workflow with boot_mode {booted} or any"
+    )
 
 
 def boot_variables(node: Node, server_url: str, report_token: str = "") -> dict[str, str]:
@@ -201,10 +215,15 @@ def boot_variables(node: Node, server_url: str, report_token: str = "") -> dict[
         "node_id": node.id,
         "mac": node.mac_address,
         "ip": node.ip_address or "",
-        "hostname": node.hostname or "",
+        "hostname": node.hostname or default_hostname(node.mac_address),
         "report_url": f"{server}/api/v1/report",
         "report_token": report_token,
     }
+
+
+def default_hostname(mac: str) -> str:
+    """The host name of a node that has none: installers stop on an empty one."""
+    return "node-" + "".join(character for character in mac.lower() if character.isalnum())
 
 
 def _local_boot_script(node: Node | Row) -> str:

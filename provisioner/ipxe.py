@@ -56,11 +56,16 @@ def request_error(problem: str) -> str:
     return _script(f"echo provisioner: bad boot request: {safe(problem)}", "exit")
 
 
-def install(files: BootFiles, workflow_name: str, node_id: str) -> str:
+#: iPXE's ``${platform}`` for each workflow ``boot_mode`` that needs one.
+PLATFORMS = {"bios": "pcbios", "uefi": "efi"}
+
+
+def install(files: BootFiles, workflow_name: str, node_id: str, boot_mode: str = "any") -> str:
     """Fetch and start the installer; any failed step prints why instead of hanging."""
     kernel_line = f"kernel {files.kernel_url} {files.cmdline}".rstrip()
     return _script(
         f"echo provisioner: installing {safe(workflow_name)} on node {safe(node_id)}",
+        *_platform_guard(boot_mode),
         f"{kernel_line} || goto failed",
         f"initrd {files.initrd_url} || goto failed",
         "boot || goto failed",
@@ -71,9 +76,27 @@ def install(files: BootFiles, workflow_name: str, node_id: str) -> str:
     )
 
 
+def _platform_guard(boot_mode: str) -> tuple[str, ...]:
+    """Lines that stop a firmware of the wrong kind (a request that did not say which)."""
+    platform = PLATFORMS.get(boot_mode)
+    if platform is None:
+        return ()
+    return (
+        f"iseq ${{platform}} {platform} || goto wrong_platform",
+        "goto fetch",
+        ":wrong_platform",
+        f"echo provisioner: this workflow needs {boot_mode.upper()} firmware but the machine "
+        "booted with ${platform} firmware; booting from local disk",
+        f"sleep {WAIT_SECONDS}",
+        "exit",
+        ":fetch",
+    )
+
+
 def chain(server_url: str) -> str:
     """The script a DHCP server or USB stick points at: ask this server what to boot."""
     base = server_url.rstrip("/")
     return _script(
-        f"chain {base}/api/v1/boot?mac=${{net0/mac}}&uuid=${{uuid}}&serial=${{serial}} || exit",
+        f"chain {base}/api/v1/boot?mac=${{net0/mac}}&uuid=${{uuid}}&serial=${{serial}}"
+        "&platform=${platform} || exit",
     )

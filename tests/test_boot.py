@@ -219,6 +219,69 @@ def test_pending_node_with_broken_workflow_waits_and_exits(
     assert history(app, node_id) == []
 
 
+def test_pending_node_without_hostname_gets_one_from_its_mac(app, client, clock):
+    """``${hostname}`` is never empty (an empty ``hostname=`` stops Debian's installer)."""
+    add_node(app, State.PENDING, clock(), mac=MAC, workflow_id="test-os")
+    lines = script_lines(boot(client))
+    kernel = next(line for line in lines if line.startswith("kernel "))
+    assert " host=node-525400123456 " in kernel
+
+
+def write_workflow_for_mode(workflows_dir, boot_mode: str) -> None:
+    (workflows_dir / f"only-{boot_mode}.yaml").write_text(
+        f"id: only-{boot_mode}\n"
+        f"name: Only {boot_mode}\n"
+        "kernel_path: http://mirror.example/vmlinuz\n"
+        "initrd_path: http://mirror.example/initrd.gz\n"
+        f"boot_mode: {boot_mode}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("boot_mode", "platform", "booted"), [("uefi", "pcbios", "BIOS"), ("bios", "efi", "UEFI")]
+)
+def test_a_workflow_for_other_firmware_is_refused_with_a_message(
+    app, client, clock, workflows_dir, boot_mode, platform, booted
+):
+    """A BIOS machine never gets a UEFI-only workflow (nor the reverse); it stays pending."""
+    write_workflow_for_mode(workflows_dir, boot_mode)
+    node_id = add_node(app, State.PENDING, clock(), mac=MAC, workflow_id=f"only-{boot_mode}")
+    lines = script_lines(boot(client, platform=platform))
+    echoes = " ".join(line for line in lines if line.startswith("echo "))
+    assert f"needs {boot_mode.upper()} firmware" in echoes
+    assert f"booted in {booted} mode" in echoes
+    assert lines[-1] == "exit"
+    assert not any(line.startswith(("kernel", "initrd")) for line in lines)
+    node = get_node(app, node_id)
+    assert node.state == State.PENDING
+    assert node.boot_mode == booted.lower()
+    assert history(app, node_id) == []
+
+
+@pytest.mark.parametrize("platform", ["efi", None])
+def test_a_uefi_workflow_checks_the_platform_in_the_script(
+    app, client, clock, workflows_dir, platform
+):
+    """Served to UEFI (or to a request that did not say), the script checks ``${platform}``."""
+    write_workflow_for_mode(workflows_dir, "uefi")
+    node_id = add_node(app, State.PENDING, clock(), mac=MAC, workflow_id="only-uefi")
+    lines = script_lines(boot(client, **({"platform": platform} if platform else {})))
+    guard = lines.index("iseq ${platform} efi || goto wrong_platform")
+    kernel = next(i for i, line in enumerate(lines) if line.startswith("kernel "))
+    assert guard < lines.index(":wrong_platform") < lines.index(":fetch") < kernel
+    refusal = lines[lines.index(":wrong_platform") : lines.index(":fetch")]
+    assert any("needs UEFI firmware" in line for line in refusal)
+    assert refusal[-1] == "exit"
+    assert get_node(app, node_id).state == State.INSTALLING
+
+
+def test_a_workflow_for_any_firmware_has_no_platform_check(app, client, clock):
+    add_node(app, State.PENDING, clock(), mac=MAC, workflow_id="test-os")
+    lines = script_lines(boot(client, platform="pcbios"))
+    assert not any("${platform}" in line for line in lines)
+    assert any(line.startswith("kernel ") for line in lines)
+
+
 # -- every other state boots locally ------------------------------------------------------
 
 
@@ -380,11 +443,11 @@ def test_registration_stores_the_normalised_mac(app, client):
 
 
 def test_chain_script_points_at_the_boot_endpoint(client):
-    """``boot.ipxe`` chains to ``/api/v1/boot`` with the MAC, UUID and serial variables."""
+    """``boot.ipxe`` chains to ``/api/v1/boot`` with the MAC, UUID, serial and platform."""
     lines = script_lines(client.get("/api/v1/ipxe/boot.ipxe"))
     assert (
         "chain http://prov.test:8080/api/v1/boot?mac=${net0/mac}&uuid=${uuid}&serial=${serial}"
-        " || exit"
+        "&platform=${platform} || exit"
     ) in lines
 
 

@@ -191,9 +191,12 @@ class _FileHandler(http.server.BaseHTTPRequestHandler):
 class VirtualMachine:
     """One QEMU guest network-booting through iPXE; always killed when the block ends."""
 
-    def __init__(self, qemu: str, directory: Path, bootfile_url: str, mac: str) -> None:
+    def __init__(
+        self, qemu: str, directory: Path, bootfile_url: str, mac: str, firmware: Path | None = None
+    ) -> None:
         assert len(bootfile_url) <= MAX_BOOTFILE_CHARS, bootfile_url
         self.qemu = qemu
+        self.firmware = firmware  # None: QEMU's BIOS (SeaBIOS); else a UEFI image (OVMF)
         self.bootfile_url = bootfile_url
         self.mac = mac
         self.console_path = directory / f"vm-{mac.replace(':', '')}-serial.log"
@@ -215,6 +218,7 @@ class VirtualMachine:
             # Network only; when that boot ends the BIOS reboots at once, so QEMU exits.
             "-boot", "order=n,reboot-timeout=0",
             "-no-reboot",
+            *(["-bios", str(self.firmware)] if self.firmware else []),
         ]  # fmt: skip
 
     def __enter__(self) -> Self:
@@ -304,6 +308,15 @@ def server(tmp_path: Path, file_server: FileServer) -> Iterator[ServerProcess]:
         f"initrd_path: {file_server.url_from_guest(LINUX_INITRD_PATH)}\n"
         "cmdline: console=ttyS0 panic=-1 e2e_server=${server} e2e_token=${report_token}\n"
     )
+    for boot_mode in ("uefi", "bios"):
+        (workflows / f"{LINUX_WORKFLOW_ID}-{boot_mode}.yaml").write_text(
+            (workflows / f"{LINUX_WORKFLOW_ID}.yaml")
+            .read_text()
+            .replace(f"id: {LINUX_WORKFLOW_ID}\n", f"id: {LINUX_WORKFLOW_ID}-{boot_mode}\n")
+            # An EFI-stub kernel loads the initrd that initrd= names from iPXE's files.
+            .replace("cmdline: ", f"cmdline: initrd={Path(LINUX_INITRD_PATH).name} ")
+            + f"boot_mode: {boot_mode}\n"
+        )
     # SERVER_URL needs the port before the server starts, so pick it here.
     port = free_port()
     env = sqlite_settings(
@@ -313,9 +326,11 @@ def server(tmp_path: Path, file_server: FileServer) -> Iterator[ServerProcess]:
         yield process
 
 
-def boot_vm(qemu: str, tmp_path: Path, server: ServerProcess) -> VirtualMachine:
+def boot_vm(
+    qemu: str, tmp_path: Path, server: ServerProcess, firmware: Path | None = None
+) -> VirtualMachine:
     bootfile = f"http://{HOST_FROM_GUEST}:{server.port}/api/v1/ipxe/boot.ipxe"
-    return VirtualMachine(qemu, tmp_path, bootfile, MAC)
+    return VirtualMachine(qemu, tmp_path, bootfile, MAC, firmware)
 
 
 def node(server: ServerProcess, ref: str = MAC) -> dict[str, Any]:
@@ -566,3 +581,68 @@ def test_real_kernel_and_busybox_report_the_install_through_report_sh(
             ("install_progress", "in_progress", 50, "e2e initramfs halfway"),
             ("install_complete", "success", None, "e2e initramfs done"),
         ]
+
+
+# -- 5. UEFI: OVMF with iPXE's EFI driver -----------------------------------------------------
+
+#: Debian's ``ovmf``: UEFI firmware for QEMU, with its console on the serial line.
+OVMF = Path("/usr/share/ovmf/OVMF.fd")
+#: OVMF is slower to reach the network than SeaBIOS under TCG.
+UEFI_DEADLINE_SECONDS = 180
+
+
+@pytest.fixture
+def ovmf() -> Path:
+    if not OVMF.is_file():
+        pytest.skip(f"{OVMF} not found: install Debian's ovmf (make e2e-deps)")
+    return OVMF
+
+
+def wait_for_console(vm: VirtualMachine, text: str) -> None:
+    deadline = time.monotonic() + UEFI_DEADLINE_SECONDS
+    while text not in vm.console():
+        if vm.has_exited():
+            pytest.fail(f"the VM stopped before {text!r} on the console\n{vm.describe()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {text!r} after {UEFI_DEADLINE_SECONDS} s\n{vm.describe()}")
+        time.sleep(0.5)
+
+
+def test_uefi_machine_installs_a_uefi_workflow(qemu, ovmf, tmp_path, server, file_server):
+    """OVMF + iPXE's EFI build boot the real kernel of a ``boot_mode: uefi`` workflow."""
+    kernel, modules = find_linux_kernel()
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        pytest.skip("busybox not found: install Debian's busybox (make e2e-deps)")
+    file_server.files[LINUX_KERNEL_PATH] = kernel.read_bytes()
+    file_server.files[LINUX_INITRD_PATH] = build_initramfs(Path(busybox), modules)
+    node_id = create_pending_node(server, f"{LINUX_WORKFLOW_ID}-uefi")
+    with boot_vm(qemu, tmp_path, server, ovmf) as vm:
+        wait_for_console(vm, "e2e-init: reports sent")
+
+        installed = node(server)
+        assert installed["boot_mode"] == "uefi", installed  # iPXE sent ${platform}=efi
+        assert installed["state"] == "installed", vm.describe()
+        assert file_server.paths() == [LINUX_KERNEL_PATH, LINUX_INITRD_PATH]
+        kinds = [event["event_type"] for event in node_events_oldest_first(server, node_id)]
+        assert "install_complete" in kinds, kinds
+
+
+@pytest.mark.parametrize(
+    ("boot_mode", "uefi_machine", "booted"), [("uefi", False, "BIOS"), ("bios", True, "UEFI")]
+)
+def test_machine_is_not_handed_a_workflow_for_other_firmware(
+    qemu, ovmf, tmp_path, server, file_server, boot_mode, uefi_machine, booted
+):
+    """The script says why on the console; nothing is fetched; the node stays pending."""
+    node_id = create_pending_node(server, f"{LINUX_WORKFLOW_ID}-{boot_mode}")
+    with boot_vm(qemu, tmp_path, server, ovmf if uefi_machine else None) as vm:
+        wait_for_console(vm, f"booted in {booted} mode")
+
+        console = vm.console()
+        assert f"needs {boot_mode.upper()} firmware" in console, vm.describe()
+        assert f"node {node_id} stays pending" in console
+        assert file_server.paths() == []
+        stays = node(server)
+        assert stays["state"] == "pending"
+        assert stays["boot_mode"] == booted.lower()

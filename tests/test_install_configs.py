@@ -229,11 +229,11 @@ def test_a_template_may_include_another_from_the_workflows_directory(client):
     assert response.get_data(as_text=True) == f"mac={MAC}\nnode={node['id']}\n"
 
 
-def test_an_empty_hostname_renders_empty_not_undefined(client):
-    """The variables are always defined; a node without a hostname gets ``""``."""
+def test_a_node_without_hostname_gets_one_from_its_mac(client):
+    """The variables are always defined; a node without a hostname gets ``node-<MAC>``."""
     register(client)
 
-    assert rendered(config(client, MAC, "all.txt"))["hostname"] == ""
+    assert rendered(config(client, MAC, "all.txt"))["hostname"] == "node-525400c00001"
 
 
 # -- StrictUndefined and the sandbox ---------------------------------------------------------
@@ -461,11 +461,12 @@ def assert_shell_syntax(script: str, shell: str = "sh") -> None:
 
 
 def assert_server_urls_answer(client, text: str) -> None:
-    """Every GET-able server URL in a rendered config answers 200 (phone-home is a POST)."""
+    """Every GET-able server URL in a rendered config answers 200 (phone-home and report are
+    POSTs)."""
     urls = re.findall(re.escape(SERVER) + r"(/api/v1/[^\s'\"]+)", text)
     assert urls
     for url in urls:
-        if "/phone-home" in url:
+        if "/phone-home" in url or url == "/api/v1/report":
             continue
         response = client.get(url)
         assert response.status_code == 200, (url, response.get_data(as_text=True))
@@ -622,7 +623,8 @@ def test_debian_preseed_from_url_and_its_hooks(example_client):
     for event in ("install_started", "install_progress", "install_complete", "install_failed"):
         assert event in hooks
     assert "in-target systemctl enable provisioner-first-boot.service" in hooks
-    assert "d-i netcfg/get_hostname string node-7" in preseed
+    assert "hostname=node-7" in args  # on the command line: netcfg runs before the preseed
+    assert "netcfg/get_hostname" not in preseed
     assert_server_urls_answer(client, preseed + hooks)
 
 
