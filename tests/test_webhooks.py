@@ -1,5 +1,6 @@
 """Webhooks: the outbox written with the change, payloads and formats, and delivery."""
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -21,6 +22,7 @@ from webhookreceiver import WebhookReceiver
 from provisioner import create_app
 from provisioner import scheduler
 from provisioner import webhook_delivery
+from provisioner import webhooks
 from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.lifecycle import State
@@ -604,3 +606,120 @@ def test_a_stuck_outbox_row_never_blocks_a_report(app, client, clock):
 
     assert response.status_code == 200
     assert [row.event for row in outbox(app)] == ["state_changed"]
+
+
+# -- credentials in the URL ----------------------------------------------------------------
+
+HOOK_USER = "hook-user"
+HOOK_PASSWORD = "pa:ss@w0rd/€"
+#: The password as it is written in a URL: percent-encoded.
+QUOTED_PASSWORD = "pa%3Ass%40w0rd%2F%E2%82%AC"
+BASIC = "Basic " + base64.b64encode(f"{HOOK_USER}:{HOOK_PASSWORD}".encode()).decode()
+
+
+def with_credentials(url: str) -> str:
+    """``url`` with ``hook-user:<password>@`` in front of its host."""
+    return url.replace("http://", f"http://{HOOK_USER}:{QUOTED_PASSWORD}@", 1)
+
+
+def assert_no_password(text: str) -> None:
+    for secret in (HOOK_PASSWORD, QUOTED_PASSWORD, "w0rd"):
+        assert secret not in text
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth():
+    with WebhookReceiver(authorization=BASIC) as receiver:
+        status = post(with_credentials(receiver.url), b"{}", {}, 5)
+    assert status == 200
+    [hit] = receiver.received
+    assert (hit.path, hit.headers["Authorization"]) == ("/hook", BASIC)
+
+
+def test_wrong_credentials_fail_without_showing_the_password():
+    with WebhookReceiver(authorization="Basic bm9ib2R5Om5vdGhpbmc=") as receiver:
+        with pytest.raises(DeliveryFailed, match="HTTP 401") as failed:
+            post(with_credentials(receiver.url), b"{}", {}, 5)
+    assert_no_password(str(failed.value))
+
+
+def test_unreachable_receiver_error_does_not_show_the_password():
+    with WebhookReceiver() as receiver:
+        url = with_credentials(receiver.url)
+    with pytest.raises(DeliveryFailed, match="cannot connect") as failed:
+        post(url, b"{}", {}, 5)
+    assert_no_password(str(failed.value))
+
+
+def test_an_error_echoing_the_password_is_scrubbed():
+    def echo(*args):
+        raise DeliveryFailed(
+            f"HTTP 400: bad user {HOOK_USER}:{QUOTED_PASSWORD} or {HOOK_PASSWORD}"
+        )
+
+    with WebhookReceiver() as receiver:
+        webhooks._post, real = echo, webhooks._post
+        try:
+            with pytest.raises(DeliveryFailed) as failed:
+                post(with_credentials(receiver.url), b"{}", {}, 5)
+        finally:
+            webhooks._post = real
+    assert_no_password(str(failed.value))
+
+
+def test_delivery_logs_and_stored_errors_never_hold_the_password(app, clock, caplog):
+    with WebhookReceiver(statuses=[500], authorization=BASIC) as receiver:
+        url = with_credentials(receiver.url)
+        app.config["WEBHOOKS"] = [
+            {"url": url, "events": ALL_EVENTS, "secret": "", "format": "json"}
+        ]
+        node_id = add_node(app, State.DISCOVERED, clock())
+        move(app, node_id, State.PENDING, clock())
+        with caplog.at_level(logging.DEBUG):
+            first = deliver(app, clock, post)
+            failed = outbox(app)[0].last_error
+            clock.advance(hours=1)
+            second = deliver(app, clock, post)
+
+    assert (first.failed, second.sent) == (1, 1)
+    assert [hit.headers["Authorization"] for hit in receiver.received] == [BASIC, BASIC]
+    assert f"to http://***@127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]} failed" in caplog.text
+    assert failed == "HTTP 500: no"
+    assert_no_password(caplog.text)
+
+
+def test_webhooks_test_command_redacts_credentials(app, runner):
+    with WebhookReceiver(authorization=BASIC) as good, WebhookReceiver(default=500) as bad:
+        app.config["WEBHOOKS"] = [
+            {
+                "url": with_credentials(good.url),
+                "events": ALL_EVENTS,
+                "secret": "",
+                "format": "json",
+            },
+            {
+                "url": with_credentials(bad.url),
+                "events": ALL_EVENTS,
+                "secret": "",
+                "format": "json",
+            },
+        ]
+        result = runner.invoke(args=["webhooks", "test"])
+
+    first, second = result.output.splitlines()[:2]
+    assert first.startswith("1. http://***@127.0.0.1:") and first.endswith("ok, HTTP 200")
+    assert second.startswith("2. http://***@127.0.0.1:") and "FAILED: HTTP 500" in second
+    assert [hit.headers["Authorization"] for hit in good.received] == [BASIC]
+    assert_no_password(result.output)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p@hooks.test:8443/path/secret", "https://***@hooks.test:8443"),
+        ("https://token@hooks.test/x", "https://***@hooks.test"),
+        ("http://[::1]:8080/hook", "http://[::1]:8080"),
+        ("http://a:b@c@hooks.test/", "http://***@hooks.test"),
+    ],
+)
+def test_receiver_name_shows_no_credentials_and_no_path(url, shown):
+    assert webhook_delivery.receiver_name(url) == shown

@@ -7,6 +7,9 @@ It answers from a script of statuses, then with ``default``::
         receiver.wait_for(3)
         assert [hit.status for hit in receiver.received] == [500, 500, 200]
 
+With ``authorization`` set, a POST without exactly that ``Authorization`` header is
+answered 401 (and recorded), like a receiver behind Basic auth.
+
 Standard library only (``http.server`` in a thread), so it behaves like any small receiver.
 """
 
@@ -34,11 +37,17 @@ class WebhookReceiver:
     """Record POSTs on ``127.0.0.1:<port>``; answer ``statuses`` in turn, then ``default``."""
 
     def __init__(
-        self, statuses: Iterable[int] = (), *, default: int = 200, delay: float = 0.0
+        self,
+        statuses: Iterable[int] = (),
+        *,
+        default: int = 200,
+        delay: float = 0.0,
+        authorization: str | None = None,
     ) -> None:
         self.statuses = list(statuses)
         self.default = default
         self.delay = delay
+        self.authorization = authorization
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -70,6 +79,9 @@ class WebhookReceiver:
 
     def _record(self, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:
+            if self.authorization and headers.get("Authorization") != self.authorization:
+                self.received.append(Received(path, headers, body, 401))
+                return 401
             status = self.statuses.pop(0) if self.statuses else self.default
             self.received.append(Received(path, headers, body, status))
             return status
