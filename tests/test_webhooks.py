@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import threading
-import time
 from contextlib import suppress
 from datetime import timedelta
 
@@ -75,16 +74,23 @@ def settings(**values):
 
 
 class FakeSender:
-    """Records what would be POSTed; fails the first ``failures`` calls."""
+    """Records what would be POSTed; fails the first ``failures`` calls.
 
-    def __init__(self, failures: int = 0, delay: float = 0.0) -> None:
+    With ``meet=n``, the first call in each thread waits until ``n`` threads are sending at
+    once, so concurrent deliverers really do hold their batches at the same time.
+    """
+
+    def __init__(self, failures: int = 0, meet: int = 0) -> None:
         self.failures = failures
-        self.delay = delay
+        self.meeting = threading.Barrier(meet, timeout=30) if meet else None
+        self.met = threading.local()
         self.calls: list[tuple[str, bytes, dict[str, str]]] = []
         self.lock = threading.Lock()
 
     def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        time.sleep(self.delay)
+        if self.meeting and not getattr(self.met, "done", False):
+            self.met.done = True
+            self.meeting.wait()
         with self.lock:
             self.calls.append((url, body, headers))
             if len(self.calls) <= self.failures:
@@ -460,7 +466,7 @@ def test_two_concurrent_deliverers_never_send_one_delivery_twice(app, clock):
     node_ids = [add_node(app, State.DISCOVERED, clock()) for _ in range(40)]
     for node_id in node_ids:
         move(app, node_id, State.PENDING, clock())
-    send = FakeSender(delay=0.005)
+    send = FakeSender(meet=2)
     start = threading.Barrier(2)
     errors = []
 
@@ -497,12 +503,20 @@ def test_claim_skips_rows_another_deliverer_has_locked(app, clock):
                 text("SELECT id FROM webhook_deliveries WHERE id = :id FOR UPDATE"),
                 {"id": locked.id},
             )
-            started = time.monotonic()
-            with app.app_context():
-                claimed = claim_due(db.session, clock())
-            assert [delivery.id for delivery in claimed] == [free.id]
-            assert time.monotonic() - started < 2
+            claimed = []
+
+            def claim() -> None:
+                with app.app_context():
+                    claimed.extend(claim_due(db.session, clock()))
+
+            claimer = threading.Thread(target=claim)
+            claimer.start()
+            claimer.join(30)  # a claim waiting on the lock would wait until the rollback
+            finished_while_locked = not claimer.is_alive()
             connection.rollback()
+            claimer.join(30)
+            assert finished_while_locked
+            assert [delivery.id for delivery in claimed] == [free.id]
     finally:
         other.dispose()
 
@@ -533,11 +547,11 @@ def test_post_fails_when_nothing_listens():
 
 
 def test_post_gives_up_on_a_slow_receiver():
-    with WebhookReceiver(delay=1.0) as receiver:
-        started = time.monotonic()
-        with pytest.raises(DeliveryFailed):
+    """The receiver answers only when released: without a timeout ``post`` would wait."""
+    with WebhookReceiver(hold=True) as receiver:
+        with pytest.raises(DeliveryFailed, match="no answer within 0.2 s"):
             post(receiver.url, b"{}", {}, 0.2)
-    assert time.monotonic() - started < 1.0
+        assert receiver.received == []  # given up on while the receiver still held it
 
 
 # -- the job and the command ----------------------------------------------------------------
