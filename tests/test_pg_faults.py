@@ -33,6 +33,7 @@ import databases
 import pytest
 import sqlalchemy as sa
 from serverproc import ServerProcess
+from serverproc import finished_sweeps
 from serverproc import start_server
 from sqlalchemy.engine import make_url
 from tcpproxy import TcpProxy
@@ -508,14 +509,6 @@ def wait_until(condition: Callable[[], Any], what: str) -> Any:
 def skipped_sweeps(server: ServerProcess) -> int:
     """Sweeps the server has logged as skipped because the database was away."""
     return server.log_text().count("sweep skipped: database unavailable")
-
-
-def finished_sweeps(server: ServerProcess) -> int:
-    """Sweeps that ran to the end, from the sweep duration histogram in /metrics."""
-    for line in server.get("/metrics").text.splitlines():
-        if line.startswith("provisioner_sweep_duration_seconds_count"):
-            return int(float(line.split()[-1]))
-    return 0
 
 
 def node_state(engine: sa.Engine, mac: str) -> str:
