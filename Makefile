@@ -14,7 +14,7 @@ export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
 E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu cloud-init:cloud-init \
              /vmlinuz:linux-image-amd64 chromium:chromium chromedriver:chromium-driver \
-             /usr/sbin/dnsmasq:dnsmasq-base
+             /usr/sbin/dnsmasq:dnsmasq-base /usr/sbin/nginx:nginx-light openssl:openssl
 # The load generator the benchmarks drive.
 BENCH_TOOLS := wrk:wrk
 
