@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bench import http_scenarios
 from bench import scale
+from bench import stop
 from bench import storm
 from bench import sweep
 
@@ -15,6 +16,7 @@ SCENARIOS = {
     "storm": storm.run,
     "sweep": sweep.run,
     "scale": scale.run,
+    "stop": stop.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
