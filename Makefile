@@ -14,7 +14,7 @@ export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
 E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu cloud-init:cloud-init \
              /vmlinuz:linux-image-amd64 chromium:chromium chromedriver:chromium-driver \
-             nginx:nginx-light ip:iproute2 \
+             /usr/sbin/nginx:nginx-light ip:iproute2 /usr/sbin/dnsmasq:dnsmasq-base openssl:openssl \
              /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
              socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash
 # What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.

@@ -8,6 +8,7 @@ from pathlib import Path
 from bench import http_scenarios
 from bench import scale
 from bench import slow
+from bench import stop
 from bench import storm
 from bench import sweep
 
@@ -17,6 +18,7 @@ SCENARIOS = {
     "sweep": sweep.run,
     "scale": scale.run,
     "slow": slow.run,
+    "stop": stop.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

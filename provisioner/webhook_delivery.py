@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import delete
 from sqlalchemy import select
@@ -32,6 +31,7 @@ from provisioner.models import new_id
 from provisioner.timeutil import isoformat
 from provisioner.webhooks import DeliveryFailed
 from provisioner.webhooks import render
+from provisioner.webhooks import safe_url_name
 
 log = logging.getLogger("provisioner.webhooks")
 
@@ -99,9 +99,8 @@ def retry_delay(attempts: int, base_seconds: float) -> timedelta:
 
 
 def receiver_name(url: str) -> str:
-    """A URL for logs: scheme and host only (Discord and ntfy URLs hold their secret)."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """A URL for logs: scheme and host only, never its credentials or path."""
+    return safe_url_name(url)
 
 
 def claim_due(session: AnySession, now: datetime, *, limit: int = BATCH_SIZE) -> list[Claimed]:

@@ -16,6 +16,7 @@ leaves none. The ``deliver_webhooks`` job (``scheduler.py``) then sends them; se
   a notification on; monitoring reads them from the feed or ``/metrics``.)
 """
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -27,6 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
 
 from flask import Flask
 from flask import current_app
@@ -267,9 +271,56 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirects)
 
 
+def safe_url_name(url: str) -> str:
+    """A URL for logs and output: scheme and host, ``***@`` for any credentials.
+
+    The path is left out too: Discord and ntfy URLs hold their secret there.
+    """
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{'***@' if '@' in parts.netloc else ''}{host}"
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """The URL without ``user:password@``, and the Basic ``Authorization`` value it held."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    pair = f"{unquote(user)}:{unquote(password)}".encode()
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def _scrub(message: str, url: str) -> str:
+    """``message`` with the URL's credentials replaced by ``***`` (a receiver may echo them)."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    if not at:
+        return message
+    password = userinfo.partition(":")[2]
+    for secret in (userinfo, password, unquote(password)):
+        if secret:
+            message = message.replace(secret, "***")
+    return message
+
+
 def post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
-    """POST ``body`` to ``url``; return the 2xx status, or raise ``DeliveryFailed``."""
-    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    """POST ``body`` to ``url``; return the 2xx status, or raise ``DeliveryFailed``.
+
+    Credentials in the URL (``https://user:password@host/``) go out as Basic auth; no
+    error message carries them.
+    """
+    try:
+        return _post(url, body, headers, timeout)
+    except DeliveryFailed as error:
+        raise DeliveryFailed(_scrub(str(error), url)) from None
+
+
+def _post(url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int:
+    bare, authorization = split_credentials(url)
+    headers = dict(headers) | ({"Authorization": authorization} if authorization else {})
+    request = urllib.request.Request(bare, data=body, headers=headers, method="POST")
     try:
         with _OPENER.open(request, timeout=timeout) as answer:
             answer.read(4096)

@@ -364,3 +364,11 @@ def start_server(
     env = sqlite_settings(directory, **settings)
     with ServerProcess(env, directory, name=name, threads=threads) as server:
         yield server
+
+
+def finished_sweeps(server: ServerProcess) -> int:
+    """Sweeps the server ran to the end, from the sweep duration histogram in /metrics."""
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("provisioner_sweep_duration_seconds_count"):
+            return int(float(line.split()[-1]))
+    return 0

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,6 @@ CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
 PHONE_HOME_DRIVER = CLIENTS_DIR / "cloudinit_phone_home.py"
 #: Debian's cloud-init is a package of the system Python, not of the project's venv.
 SYSTEM_PYTHON = "/usr/bin/python3"
-TEST_BUDGET_SECONDS = 60
 CLIENT_TIMEOUT_SECONDS = 30
 
 WORKFLOW_ID = "e2e-clients"
@@ -206,7 +204,6 @@ def test_cloud_init_phone_home_activates_the_node_and_stores_its_host_keys(
     tmp_path, client_workflows
 ):
     require_cloud_init()
-    started = time.monotonic()
     keys = host_keys(tmp_path / "ssh")
     mac, instance_id = "52:54:00:c1:00:01", "iid-e2e-phone-home"
     # DEBUG, so that "the keys are never logged" covers debug logging too.
@@ -240,7 +237,6 @@ def test_cloud_init_phone_home_activates_the_node_and_stores_its_host_keys(
     for field, text in keys.items():
         key_body = text.split()[1]
         assert key_body not in log, f"{field} appears in the server log {server.log_path}"
-    assert time.monotonic() - started < TEST_BUDGET_SECONDS
 
 
 # -- 2. report.sh with curl and with busybox wget --------------------------------------------
@@ -364,7 +360,6 @@ def test_report_script_delivers_every_event_once_across_a_server_restart(
     tmp_path, client_workflows, client
 ):
     toolbox = TOOLBOXES[client](tmp_path)
-    started = time.monotonic()
     mac = "52:54:00:c1:00:02"
     env = sqlite_settings(tmp_path, WORKFLOWS_DIR=client_workflows, REPORT_AUTH="token")
     first = ServerProcess(env, tmp_path, name="server")
@@ -405,4 +400,3 @@ def test_report_script_delivers_every_event_once_across_a_server_restart(
     assert all(event_ids) and len(set(event_ids)) == len(event_ids), event_ids
     assert not [event for event in events if (event["effect"] or "").startswith("ignored")]
     assert final["state"] == "installed"
-    assert time.monotonic() - started < TEST_BUDGET_SECONDS

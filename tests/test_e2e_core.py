@@ -5,7 +5,6 @@ pending; its next boot gets the installer (and it is now installing); the boot a
 goes to the local disk. The walk runs on SQLite and on PostgreSQL (``database_url``).
 """
 
-import time
 from pathlib import Path
 
 import dbcheck
@@ -23,6 +22,8 @@ MAC_AS_BOOTED = "52-54-00-AB-CD-EF"
 MAC = "52:54:00:ab:cd:ef"
 HOSTNAME = "node-e2e-01"
 WORKFLOW_ID = "e2e-os"
+#: Generous: only turns a server that never stops into a failure (speed: make bench).
+STOP_DEADLINE_SECONDS = 60
 WORKFLOW_YAML = """\
 id: e2e-os
 name: E2E OS
@@ -148,8 +149,7 @@ def test_serve_migrates_an_empty_database_and_stops_on_sigterm(
         assert versions == [(head,)]
         assert f"serving on {server.url}/" in server.log_text()
 
-        started = time.monotonic()
-        exit_code = server.stop(timeout=10)
-        elapsed = time.monotonic() - started
+        # A stop that hangs is killed after the deadline, and the exit code shows it.
+        exit_code = server.stop(timeout=STOP_DEADLINE_SECONDS)
     assert exit_code == 0, server.log_tail()
-    assert elapsed < 5, f"took {elapsed:.1f} s to stop on SIGTERM"
+    assert "provisioner: stopped" in server.log_text(), server.log_tail()

@@ -49,7 +49,8 @@ SOLO_COMPLETE_AT = 150
 #: Nodes RACE_NODES .. RACE_NODES + SOLO_NODES - 1 get one ``install_complete`` each.
 SOLO_NODES = 4
 RANDOM_EVENTS = ["install_progress"] * 5 + ["heartbeat"] * 3 + ["boot_started"] * 2
-RUN_BUDGET_SECONDS = 60
+#: Generous: only turns hung reporter threads into a failure (speed: make bench).
+REPORTERS_DEADLINE_SECONDS = 120
 #: These tests are about the event log, not report authentication: reports need no token.
 #: (A server without the REPORT_AUTH setting ignores the variable.)
 OPEN_REPORTS = {"REPORT_AUTH": "open"}
@@ -206,7 +207,7 @@ def test_concurrent_reports_lose_nothing_and_apply_each_transition_once(
         for reporter in reporters:
             reporter.start()
         for reporter in reporters:
-            reporter.join(RUN_BUDGET_SECONDS)
+            reporter.join(REPORTERS_DEADLINE_SECONDS)
         report_seconds = time.monotonic() - reporting
         assert not [reporter for reporter in reporters if reporter.is_alive()], "reporters hung"
         assert [reporter.error for reporter in reporters] == [None] * THREADS
@@ -272,7 +273,6 @@ def test_concurrent_reports_lose_nothing_and_apply_each_transition_once(
         f"\n{len(answers)} reports from {THREADS} threads in {report_seconds:.1f} s "
         f"({len(answers) / report_seconds:.0f}/s); whole test {elapsed:.1f} s"
     )
-    assert elapsed < RUN_BUDGET_SECONDS, f"took {elapsed:.1f} s"
 
 
 # -- an installer script's curl ---------------------------------------------------------------

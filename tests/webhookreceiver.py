@@ -7,6 +7,12 @@ It answers from a script of statuses, then with ``default``::
         receiver.wait_for(3)
         assert [hit.status for hit in receiver.received] == [500, 500, 200]
 
+With ``hold=True`` every POST waits (up to ``HOLD_LIMIT_SECONDS``) until ``release()``:
+a receiver that hangs for exactly as long as the test needs, no clock involved.
+
+With ``authorization`` set, a POST without exactly that ``Authorization`` header is
+answered 401 (and recorded), like a receiver behind Basic auth.
+
 Standard library only (``http.server`` in a thread), so it behaves like any small receiver.
 """
 
@@ -18,6 +24,9 @@ from http.server import BaseHTTPRequestHandler
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
+
+#: How long a held POST waits at most: only so a forgotten ``release()`` cannot hang a run.
+HOLD_LIMIT_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -34,11 +43,20 @@ class WebhookReceiver:
     """Record POSTs on ``127.0.0.1:<port>``; answer ``statuses`` in turn, then ``default``."""
 
     def __init__(
-        self, statuses: Iterable[int] = (), *, default: int = 200, delay: float = 0.0
+        self,
+        statuses: Iterable[int] = (),
+        *,
+        default: int = 200,
+        hold: bool = False,
+        authorization: str | None = None,
     ) -> None:
         self.statuses = list(statuses)
         self.default = default
-        self.delay = delay
+        self.released = threading.Event()
+        if not hold:
+            self.released.set()
+        self.arrived = threading.Event()
+        self.authorization = authorization
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -55,8 +73,8 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if receiver.delay:
-                    time.sleep(receiver.delay)
+                receiver.arrived.set()
+                receiver.released.wait(HOLD_LIMIT_SECONDS)
                 status = receiver._record(self.path, dict(self.headers.items()), body)
                 self.send_response(status)
                 self.send_header("Content-Length", "2")
@@ -70,9 +88,16 @@ class WebhookReceiver:
 
     def _record(self, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:
+            if self.authorization and headers.get("Authorization") != self.authorization:
+                self.received.append(Received(path, headers, body, 401))
+                return 401
             status = self.statuses.pop(0) if self.statuses else self.default
             self.received.append(Received(path, headers, body, status))
             return status
+
+    def release(self) -> None:
+        """Let held POSTs (and all later ones) be answered."""
+        self.released.set()
 
     def accepted(self) -> list[Received]:
         """The POSTs answered with a 2xx status."""
@@ -99,5 +124,6 @@ class WebhookReceiver:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
