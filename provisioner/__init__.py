@@ -1,7 +1,6 @@
 """provisioner: a bare-metal provisioning server (iPXE boot scripts and install lifecycle)."""
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +62,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or config.instance_secret(app.instance_path)
-    app.config["WORKFLOWS_DIR"] = os.path.join(app.instance_path, settings["WORKFLOWS_DIR"])
+    app.config["WORKFLOWS_DIR"] = config.workflows_dir(
+        settings["WORKFLOWS_DIR"], app.instance_path
+    )
     app.config.update(
         API_TITLE="provisioner",
         API_VERSION="v1",
