@@ -14,6 +14,7 @@ from provisioner import dashboard
 from provisioner import errors
 from provisioner import group_commit
 from provisioner import install_configs
+from provisioner import logs
 from provisioner import metrics
 from provisioner import scheduler
 from provisioner import webhooks
@@ -88,6 +89,7 @@ def init_extensions(app: Flask) -> None:
     api.init_app(app)
     auth.init_app(app)
     metrics.init_app(app)
+    logs.init_app(app)
     webhooks.init_app(app)
     group_commit.init_app(app)
     dashboard.init_app(app)
