@@ -17,6 +17,7 @@ from provisioner import install_configs
 from provisioner import logs
 from provisioner import metrics
 from provisioner import scheduler
+from provisioner import swagger_ui
 from provisioner import webhooks
 from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.boot.views import bp as boot_bp
@@ -73,7 +74,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="v1/openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_URL=swagger_ui.URL_PATH + "/",
     )
     logging.getLogger("provisioner").setLevel(settings["LOG_LEVEL"])
     if settings["TRUSTED_PROXIES"]:
@@ -87,6 +88,7 @@ def init_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     api.init_app(app)
+    app.register_blueprint(swagger_ui.bp)
     auth.init_app(app)
     metrics.init_app(app)
     logs.init_app(app)
