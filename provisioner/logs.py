@@ -1,8 +1,8 @@
 """Server logging: its format (text with UTC timestamps, or JSON lines) and the access log.
 
 Secrets never reach a log line: the access log leaves out headers (``Authorization``) and
-redacts the values of query parameters that may carry a token (``?token=`` on report and
-install-config URLs).
+redacts the values of query parameters and URL parts that may carry a token (``?token=`` on
+report and install-config URLs, ``/seed/<token>/`` of cloud-init's seed).
 """
 
 import json
@@ -78,12 +78,21 @@ def redact_query(query: str) -> str:
     )
 
 
+def redacted_path() -> str:
+    """The request path with token-like URL parts (``/seed/<token>/``) replaced."""
+    path = request.path
+    for name, value in (request.view_args or {}).items():
+        if SECRET_PARAMETER.search(name) and isinstance(value, str) and value:
+            path = path.replace(value, REDACTED)
+    return path
+
+
 def log_request(response: Response) -> Response:
     """Write the access-log line of this request."""
     started = g.get("request_started")
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1) if started else None
     query = redact_query(request.query_string.decode("latin-1"))
-    target = request.path + (f"?{query}" if query else "")
+    target = redacted_path() + (f"?{query}" if query else "")
     access_log.info(
         '%s "%s %s" %s %s %sms',
         request.remote_addr,

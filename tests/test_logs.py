@@ -26,9 +26,11 @@ def test_access_log_has_one_line_per_request_with_tokens_redacted(client, caplog
     caplog.set_level(logging.INFO, logger="provisioner")
     client.get(f"/api/v1/nodes/{MAC}/config/preseed.cfg?token={SECRET}&x=1")
     client.get("/api/v1/nodes", headers={"Authorization": f"Bearer {SECRET}"})
+    client.get(f"/api/v1/nodes/{MAC}/seed/{SECRET}/user-data")
 
     lines = messages(caplog, "provisioner.access")
-    assert len(lines) == 2, lines
+    assert len(lines) == 3, lines
+    assert f'"GET /api/v1/nodes/{MAC}/seed/REDACTED/user-data" 4' in lines[2]
     assert re.search(
         r'"GET /api/v1/nodes/[^ ]+/config/preseed.cfg\?token=REDACTED&x=1" 4\d\d ', lines[0]
     )
