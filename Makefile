@@ -34,7 +34,8 @@ help:
 	@echo "make run    - install into $(VENV), migrate, serve on http://$(HOST):$(PORT)/"
 	@echo "              (make run HOST=0.0.0.0 serves the LAN: set API_TOKENS first)"
 	@echo "make test   - install test tools, run ruff and the whole pytest suite"
-	@echo "make test-fast - ruff and the tests that start no real client or extra process"
+	@echo "make test-fast - ruff and the tests that start no real client or extra process,"
+	@echo "              on every core (pytest-xdist)"
 	@echo "make bench  - performance benchmarks (not part of make test)"
 	@echo "make e2e-deps - install the real clients end-to-end tests drive (Debian packages)"
 	@echo "make bench-deps - install the load generator the benchmarks drive (wrk)"
@@ -63,7 +64,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 test-fast: lint
-	$(BIN)/python -m pytest -m "not ($(SLOW_TESTS))"
+	$(BIN)/python -m pytest -m "not ($(SLOW_TESTS))" -n auto
 
 e2e-deps:
 	$(call debian_tools,$(E2E_TOOLS),install them or those tests skip)
