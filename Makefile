@@ -6,9 +6,10 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
 
-export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
+# Tests that drive real clients (QEMU, Chromium, curl...) or several server processes.
+SLOW_TESTS := e2e or slow
 
-.PHONY: run test lint format bench bench-deps e2e-deps e2e-full e2e-full-deps clean help
+.PHONY: run test test-fast lint format bench bench-deps e2e-deps e2e-full e2e-full-deps clean help
 
 # Real clients the end-to-end tests drive, as command:Debian-package pairs.
 E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
@@ -36,7 +37,10 @@ endef
 
 help:
 	@echo "make run    - install into $(VENV), migrate, serve on http://$(HOST):$(PORT)/"
+	@echo "              (make run HOST=0.0.0.0 serves the LAN: set API_TOKENS first)"
 	@echo "make test   - install test tools, run ruff and the whole pytest suite"
+	@echo "make test-fast - ruff and the tests that start no real client or extra process,"
+	@echo "              on every core (pytest-xdist)"
 	@echo "make bench  - performance benchmarks (not part of make test)"
 	@echo "make e2e-deps - install the real clients end-to-end tests drive (Debian packages)"
 	@echo "make bench-deps - install the load generator the benchmarks drive (wrk)"
@@ -64,6 +68,9 @@ format: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not ($(SLOW_TESTS))" -n auto
 
 e2e-deps:
 	$(call debian_tools,$(E2E_TOOLS),install them or those tests skip)

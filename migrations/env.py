@@ -13,8 +13,10 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-# Keep loggers the application already configured (the server runs migrations at start).
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+# Keep the logging the application already configured (the server runs migrations at
+# start): alembic.ini's handlers would replace the server's format and timestamps.
+if not logging.getLogger().handlers:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 

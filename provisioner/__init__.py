@@ -1,7 +1,6 @@
 """provisioner: a bare-metal provisioning server (iPXE boot scripts and install lifecycle)."""
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +14,11 @@ from provisioner import dashboard
 from provisioner import errors
 from provisioner import group_commit
 from provisioner import install_configs
+from provisioner import logs
 from provisioner import metrics
 from provisioner import request_guard
 from provisioner import scheduler
+from provisioner import swagger_ui
 from provisioner import webhooks
 from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.boot.views import bp as boot_bp
@@ -64,7 +65,9 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     )
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or config.instance_secret(app.instance_path)
-    app.config["WORKFLOWS_DIR"] = os.path.join(app.instance_path, settings["WORKFLOWS_DIR"])
+    app.config["WORKFLOWS_DIR"] = config.workflows_dir(
+        settings["WORKFLOWS_DIR"], app.instance_path
+    )
     app.config.update(
         API_TITLE="provisioner",
         API_VERSION="v1",
@@ -72,7 +75,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="v1/openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_URL=swagger_ui.URL_PATH + "/",
     )
     logging.getLogger("provisioner").setLevel(settings["LOG_LEVEL"])
     if settings["TRUSTED_PROXIES"]:
@@ -87,8 +90,10 @@ def init_extensions(app: Flask) -> None:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     api.init_app(app)
     request_guard.init_app(app)
+    app.register_blueprint(swagger_ui.bp)
     auth.init_app(app)
     metrics.init_app(app)
+    logs.init_app(app)
     webhooks.init_app(app)
     group_commit.init_app(app)
     dashboard.init_app(app)

@@ -29,12 +29,13 @@ NODE_FACING = {
     "events.report",
     "events.phone_home",
 }
-#: Endpoints anyone may read: a liveness probe, the API description, the dashboard's login
-#: form and its stylesheet and script.
+#: Endpoints anyone may read: a liveness probe, the API description and Swagger UI's files,
+#: the dashboard's login form and its stylesheet and script.
 PUBLIC = {
     "nodes.health",
     "api-docs.openapi_json",
     "api-docs.openapi_swagger_ui",
+    "swagger_ui.static",
     "static",
     "dashboard.login",
     "dashboard.static",

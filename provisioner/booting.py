@@ -6,6 +6,7 @@ Only what must change something (registering a machine, starting an install, a n
 is read again under lock and the decision made afresh.
 """
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -34,6 +35,8 @@ from provisioner.tokens import new_token
 from provisioner.workflows import WorkflowError
 from provisioner.workflows import WorkflowStore
 from provisioner.workflows import boot_files
+
+log = logging.getLogger(__name__)
 
 #: ``last_seen_at`` is refreshed at most this often by boots, so repeated boots stay reads.
 SEEN_RESOLUTION = timedelta(seconds=60)
@@ -81,22 +84,58 @@ def answer_boot(
     now: datetime,
     *,
     reads: SingleReads,
-):
+) -> str:
     """Return the iPXE script for ``request``, changing the node as its state requires.
 
     The first look at the node is a single read outside any transaction (``reads``): most
-    boots end there, and never open a session.
+    boots end there, and never open a session. Every boot is logged in one line: the MAC,
+    the node's state after it and what it was served.
     """
+    answer = _decide(session, request, settings, now, reads=reads)
+    log.info(
+        "boot %s: %s, served %s",
+        request.mac,
+        answer.state,
+        answer.served,
+        extra={
+            "mac": request.mac,
+            "ip": request.peer_ip,
+            "state": answer.state,
+            "served": answer.served,
+        },
+    )
+    return answer.script
+
+
+@dataclass(frozen=True)
+class BootAnswer:
+    """The script for a boot, the node's state after it, and what was served, for the log."""
+
+    script: str
+    state: str
+    served: str
+
+
+def _decide(
+    session: Session | scoped_session[Session],
+    request: BootRequest,
+    settings: BootSettings,
+    now: datetime,
+    *,
+    reads: SingleReads,
+) -> BootAnswer:
     seen = glance_node(reads, request.mac)
     if seen is None and not settings.auto_register:
-        return ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
+        script = ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
+        return BootAnswer(script, "unknown", "local boot (auto-registration is off)")
     if seen is not None and not _needs_write(seen, request, settings, now):
-        return _local_boot_script(seen)
+        return BootAnswer(_local_boot_script(seen), seen.state, "local boot")
     with write_transaction(session):
         node = find_node(session, request.mac, for_update=True)
         if node is None:
             node = register_node(session, request, now)
-            return ipxe.registered(node.id, node.mac_address)
+            script = ipxe.registered(node.id, node.mac_address)
+            return BootAnswer(script, node.state, "local boot (registered)")
         _record_sighting(node, request, now)
         stall = stall_of(node, settings.rules, now)
         if stall is not None:
@@ -104,13 +143,15 @@ def answer_boot(
                 session, node, stall, rules=settings.rules, triggered_by=Trigger.BOOT, now=now
             )
         if node.state == State.PENDING:
-            return _start_install(session, node, settings, now)
+            script, served = _start_install(session, node, settings, now)
+            return BootAnswer(script, node.state, served)
         if stall is not None:
-            return ipxe.wait_and_exit(
+            script = ipxe.wait_and_exit(
                 f"node {node.id} install failed after {node.install_attempts} attempts: "
                 f"{node.last_install_error}"
             )
-        return _local_boot_script(node)
+            return BootAnswer(script, node.state, "local boot (install failed)")
+        return BootAnswer(_local_boot_script(node), node.state, "local boot")
 
 
 def _needs_write(
@@ -171,19 +212,26 @@ def register_node(session: Session, request: BootRequest, now: datetime) -> Node
     return node
 
 
-def _start_install(session: Session, node: Node, settings: BootSettings, now: datetime) -> str:
+def _start_install(
+    session: Session, node: Node, settings: BootSettings, now: datetime
+) -> tuple[str, str]:
+    """The installer's script (or why there is none), and what was served, for the log."""
     if not node.workflow_id:
-        return ipxe.wait_and_exit(f"node {node.id} is pending but has no workflow assigned")
+        reason = f"node {node.id} is pending but has no workflow assigned"
+        return ipxe.wait_and_exit(reason), "local boot (no workflow assigned)"
     token = new_token()
     try:
         workflow = settings.workflows.load(node.workflow_id)
         files = boot_files(workflow, boot_variables(node, settings.server_url, token))
     except WorkflowError as exc:
-        return ipxe.wait_and_exit(f"workflow {node.workflow_id} cannot be used: {exc}")
+        reason = f"workflow {node.workflow_id} cannot be used: {exc}"
+        return ipxe.wait_and_exit(reason), f"local boot (workflow {node.workflow_id} unusable)"
     mismatch = boot_mode_mismatch(workflow.boot_mode, node.boot_mode)
     if mismatch:
-        return ipxe.wait_and_exit(f"node {node.id} stays pending: {mismatch}")
+        reason = f"node {node.id} stays pending: {mismatch}"
+        return ipxe.wait_and_exit(reason), f"local boot (firmware: {node.boot_mode})"
     install_report_token(node, token)
+    attempt = node.install_attempts + 1
     transition(
         session,
         node,
@@ -191,9 +239,10 @@ def _start_install(session: Session, node: Node, settings: BootSettings, now: da
         triggered_by=Trigger.BOOT,
         now=now,
         comment=f"installer served: workflow {workflow.id}",
-        metadata={"workflow_id": workflow.id, "attempt": node.install_attempts + 1},
+        metadata={"workflow_id": workflow.id, "attempt": attempt},
     )
-    return ipxe.install(files, workflow.name, node.id, workflow.boot_mode)
+    served = f"installer {workflow.id} (attempt {attempt})"
+    return ipxe.install(files, workflow.name, node.id, workflow.boot_mode), served
 
 
 def boot_mode_mismatch(wanted: str, booted: str | None) -> str | None:

@@ -66,6 +66,13 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _log_format(value: Any) -> str:
+    fmt = _text(value).lower()
+    if fmt not in {"text", "json"}:
+        raise ValueError('expected "text" or "json"')
+    return fmt
+
+
 def _token_list(value: Any) -> list[str]:
     if isinstance(value, str):
         value = [item.strip() for item in value.split(",") if item.strip()]
@@ -161,7 +168,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATABASE_POOL_TIMEOUT": (5.0, _number(float, 0, above=True)),
     "DATABASE_CONNECT_TIMEOUT": (3, _number(int, 1)),
     "SQLITE_SYNCHRONOUS": ("normal", _sqlite_synchronous),
-    "WORKFLOWS_DIR": ("workflows", _text),
+    "WORKFLOWS_DIR": ("", _text),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),
     "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),
@@ -181,6 +188,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "WEBHOOK_RETRY_SECONDS": (10.0, _number(float, 0, above=True)),
     "SECRET_KEY": ("", _text),
     "LOG_LEVEL": ("INFO", _log_level),
+    "LOG_FORMAT": ("text", _log_format),
 }
 
 DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}
@@ -282,6 +290,24 @@ def instance_secret(instance_path: str) -> str:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+#: A checkout's example workflows: the default WORKFLOWS_DIR when the instance has none.
+CHECKOUT_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
+
+
+def workflows_dir(setting: str, instance_path: str) -> str:
+    """The workflows folder: ``setting`` (relative to the instance folder) if set.
+
+    Unset, it is the instance folder's ``workflows/``; while that does not exist, a
+    checkout's ``examples/workflows`` (so the CLI run by hand in a checkout finds them).
+    """
+    if setting:
+        return os.path.join(instance_path, setting)
+    own = Path(instance_path) / "workflows"
+    if not own.is_dir() and CHECKOUT_WORKFLOWS.is_dir():
+        return str(CHECKOUT_WORKFLOWS)
+    return str(own)
 
 
 def database_uri(url: str, instance_path: str) -> str:

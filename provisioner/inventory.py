@@ -107,6 +107,15 @@ def set_state(
     )
 
 
+def reprovision(
+    session: Session, node: Node, now: datetime, *, comment: str | None = None
+) -> NodeStateLog:
+    """Mark the node for reprovisioning and queue its reinstall (``reprovision → pending``):
+    its next PXE boot gets the installer. Both moves go through the lifecycle rules."""
+    set_state(session, node, State.REPROVISION, now, comment=comment)
+    return set_state(session, node, State.PENDING, now, comment=comment)
+
+
 def add_tags(node: Node, tags: list[str]) -> None:
     """Add tags the node does not have yet, up to ``MAX_TAGS`` on the node."""
     have = set(node.tags)

@@ -3,7 +3,9 @@
 from datetime import datetime
 from datetime import timedelta
 
+from sqlalchemy import ColumnElement
 from sqlalchemy import func
+from sqlalchemy import or_
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,27 +25,40 @@ def node_counts(session: Session) -> dict[str, int]:
     return counts
 
 
-def stalled_counts(session: Session, rules: StallRules, now: datetime) -> dict[str, int]:
-    """How many nodes the stalled feed lists, per reason.
+def stalled_conditions(rules: StallRules, now: datetime) -> dict[str, ColumnElement[bool]]:
+    """The nodes the stalled feed lists, as one condition per reason the rules enable.
 
     Stalled-now installs are counted under ``install_timeout`` (the feed tells the two rules
     apart node by node; a gauge only needs to say something is wrong).
     """
-    counts = {Reason.INSTALL_TIMEOUT: 0, Reason.INSTALL_SILENCE: 0, Reason.NO_FIRST_BOOT: 0}
+    conditions: dict[str, ColumnElement[bool]] = {}
     if rules.detects_installs:
         reason = Reason.INSTALL_TIMEOUT if rules.timeout_minutes > 0 else Reason.INSTALL_SILENCE
-        listed = stalled_condition(rules, now) | (
+        conditions[reason] = stalled_condition(rules, now) | (
             (Node.install_timeouts > 0) & Node.state.in_(OPEN_EPISODE_STATES)
         )
-        counts[reason] = session.scalar(select(func.count()).where(listed)) or 0
     if rules.first_boot_minutes > 0:
         cutoff = now - timedelta(minutes=rules.first_boot_minutes)
-        counts[Reason.NO_FIRST_BOOT] = (
-            session.scalar(
-                select(func.count()).where(
-                    Node.state == State.INSTALLED, Node.state_changed_at <= cutoff
-                )
-            )
-            or 0
+        conditions[Reason.NO_FIRST_BOOT] = (Node.state == State.INSTALLED) & (
+            Node.state_changed_at <= cutoff
         )
+    return conditions
+
+
+def stalled_counts(session: Session, rules: StallRules, now: datetime) -> dict[str, int]:
+    """How many nodes the stalled feed lists, per reason."""
+    counts = {Reason.INSTALL_TIMEOUT: 0, Reason.INSTALL_SILENCE: 0, Reason.NO_FIRST_BOOT: 0}
+    for reason, condition in stalled_conditions(rules, now).items():
+        counts[reason] = session.scalar(select(func.count()).where(condition)) or 0
     return counts
+
+
+def stalled_among(
+    session: Session, rules: StallRules, now: datetime, node_ids: list[str]
+) -> set[str]:
+    """Which of ``node_ids`` the stalled feed lists."""
+    conditions = list(stalled_conditions(rules, now).values())
+    if not conditions or not node_ids:
+        return set()
+    query = select(Node.id).where(Node.id.in_(node_ids), or_(*conditions))
+    return set(session.scalars(query))

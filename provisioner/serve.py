@@ -22,6 +22,7 @@ from waitress.task import ErrorTask
 from provisioner.auth import startup_warnings
 from provisioner.context import single_reads
 from provisioner.extensions import db
+from provisioner.logs import configure_logging
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
 
@@ -224,9 +225,7 @@ def serve(
     cpu_index: int | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM; with ``pin_cpu``, on one CPU (``pin_to_one_cpu``)."""
-    logging.basicConfig(
-        level=app.config["LOG_LEVEL"], format="%(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     # waitress warns "Task queue depth is N" for every request that finds all threads busy:
     # under a boot storm that is one log line per request, written while holding the lock
     # the worker threads take their next request under.

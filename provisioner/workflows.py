@@ -8,6 +8,8 @@ so the boot path never re-reads an unchanged file.
 import json
 import re
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
@@ -145,6 +147,79 @@ def check(workflow: Workflow) -> list[str]:
         except WorkflowError as exc:
             problems.append(f"{name}: {exc}")
     return problems
+
+
+#: Variables whose value differs per node: a path using one cannot be checked beforehand.
+PER_NODE_VARIABLES = frozenset(VARIABLES) - {"server"}
+#: How long ``workflows check`` waits for a kernel or initrd URL to answer ``HEAD``.
+HEAD_TIMEOUT_SECONDS = 10
+
+
+@dataclass
+class SourceReport:
+    """What checking a workflow's kernel and initrd found: problems fail the check."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_sources(
+    workflow: Workflow, *, directory: Path, server_url: str, offline: bool
+) -> SourceReport:
+    """Check that the kernel and initrd can be had: a URL answers ``HEAD`` with 200, a path
+    (absolute, or relative to ``directory``) exists. This server serves no files yet, so a
+    path is also a warning: a boot would get 404 for it."""
+    report = SourceReport()
+    for name in ("kernel_path", "initrd_path"):
+        template = getattr(workflow, name)
+        used = set(_VARIABLE.findall(template))
+        if used & PER_NODE_VARIABLES:
+            report.notes.append(f"{name}: not checked: it differs per node")
+            continue
+        if "server" in used and not server_url:
+            report.notes.append(f"{name}: not checked: set SERVER_URL to check ${{server}} URLs")
+            continue
+        try:
+            value = render(template, {"server": server_url.rstrip("/")})
+        except WorkflowError:
+            continue  # check() reports it
+        _check_source(report, name, value, directory, offline)
+    return report
+
+
+def _check_source(
+    report: SourceReport, name: str, value: str, directory: Path, offline: bool
+) -> None:
+    if value.startswith("tftp://"):
+        report.notes.append(f"{name}: not checked: TFTP")
+    elif re.match(r"^https?://", value):
+        if offline:
+            report.notes.append(f"{name}: not checked (--offline)")
+        elif problem := head_problem(value):
+            report.problems.append(f"{name}: {problem}")
+    else:
+        path = Path(value) if Path(value).is_absolute() else directory / value
+        if not path.is_file():
+            report.problems.append(f"{name}: {value}: no such file ({path})")
+        report.warnings.append(
+            f"{name}: {value} is a path on this server, which does not serve files yet (a "
+            "boot gets 404): serve it with a web server and give its http:// URL"
+        )
+
+
+def head_problem(url: str, timeout: float = HEAD_TIMEOUT_SECONDS) -> str | None:
+    """Why ``HEAD url`` (redirects followed) does not answer 200, or ``None`` when it does."""
+    request = urllib.request.Request(url, method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"HEAD {url} failed: {reason}"
+    return None if status == 200 else f"HEAD {url} answered {status}, not 200"
 
 
 @dataclass

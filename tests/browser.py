@@ -43,11 +43,23 @@ def missing_reason() -> str | None:
     return None
 
 
+#: Resolve no host name but loopback: a page that needs anything off this machine breaks.
+LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+
+
 @contextmanager
 def chromium(
-    profile_dir: Path, width: int = 1280, height: int = 900, extra_flags: tuple[str, ...] = ()
+    profile_dir: Path,
+    width: int = 1280,
+    height: int = 900,
+    *,
+    extra_flags: tuple[str, ...] = (),
+    performance_log: bool = False,
 ) -> Iterator:
-    """A headless Chromium WebDriver with a throw-away profile in ``profile_dir``."""
+    """A headless Chromium WebDriver with a throw-away profile in ``profile_dir``.
+
+    ``performance_log`` records the DevTools network events (``driver.get_log("performance")``).
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -55,6 +67,8 @@ def chromium(
     options.binary_location = _find(CHROMIUM_NAMES) or ""
     for flag in FLAGS + extra_flags:
         options.add_argument(flag)
+    if performance_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     options.add_argument(f"--window-size={width},{height}")
     options.add_argument(f"--user-data-dir={profile_dir}")
     service = Service(executable_path=_find(DRIVER_NAMES), log_output=os.devnull)

@@ -110,17 +110,43 @@ def app_config(tmp_path: Path, workflows_dir: Path, clock: FakeClock, database_u
     }
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A migrated SQLite file to copy (running every migration per test cost most of the
+    fast suite's time), and the revision it is at."""
+    path = tmp_path_factory.mktemp("template") / "provisioner.db"
+    application = create_app({"DATABASE_URL": f"sqlite:///{path}", "TESTING": True})
+    upgrade_database(application)
+    close_database(application)
+    head = databases.migration_head(application.extensions["migrate"].directory)
+    return path, head
+
+
+def start_migrated(url: str, template: Path) -> None:
+    """Give a SQLite database that does not exist yet the template's migrated copy."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix + "/") and not Path(url[len(prefix) :]).exists():
+        databases.copy_sqlite(template, Path(url[len(prefix) :]))
+
+
 @pytest.fixture
-def build_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Flask]]:
+def build_app(
+    app_config: dict, monkeypatch: pytest.MonkeyPatch, sqlite_template: tuple[Path, str]
+) -> Iterator[Callable[..., Flask]]:
     """Build apps from ``app_config`` plus the settings a test names, each on the migrated
     database; their connections are closed at the end of the test."""
     for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
         monkeypatch.delenv(name)
     built: list[Flask] = []
+    template, head = sqlite_template
 
     def build(**settings: object) -> Flask:
-        application = create_app(app_config | settings)
-        upgrade_database(application)
+        config = app_config | settings
+        start_migrated(str(config["DATABASE_URL"]), template)
+        application = create_app(config)
+        url = application.config["SQLALCHEMY_DATABASE_URI"]
+        if databases.migrated_revision(url) != head:
+            upgrade_database(application)
         built.append(application)
         return application
 

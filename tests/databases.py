@@ -8,7 +8,10 @@ session, migrated once, emptied before each test and dropped at the end.
 
 import os
 import socket
+import sqlite3
 import uuid
+from contextlib import closing
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -71,3 +74,31 @@ def empty_database(url: str) -> None:
         if tables:
             connection.execute(sa.text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+def migration_head(directory: str) -> str | None:
+    """The newest revision in the migrations ``directory``."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", directory)
+    return ScriptDirectory.from_config(config).get_current_head()
+
+
+def migrated_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is migrated to, or ``None`` (no version table)."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    except sa.exc.DBAPIError:
+        return None
+    finally:
+        engine.dispose()
+
+
+def copy_sqlite(source: Path, target: Path) -> None:
+    """Copy a SQLite database file with SQLite's backup API (safe whatever its journal)."""
+    with closing(sqlite3.connect(source)) as original, closing(sqlite3.connect(target)) as copy:
+        original.backup(copy)

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from provisioner import create_app
+from provisioner.config import CHECKOUT_WORKFLOWS
 from provisioner.config import DEFAULTS
 from provisioner.config import ConfigError
 from provisioner.config import database_uri
 from provisioner.config import load_settings
+from provisioner.config import workflows_dir
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
 
@@ -34,7 +36,7 @@ def test_defaults(tmp_path):
     """With no file and no environment every key has its documented default."""
     settings = load_settings(str(tmp_path), environ={})
     assert settings["DATABASE_URL"] == "sqlite:///provisioner.db"
-    assert settings["WORKFLOWS_DIR"] == "workflows"
+    assert settings["WORKFLOWS_DIR"] == ""
     assert settings["SERVER_URL"] == ""
     assert settings["AUTO_REGISTER"] is True
     assert settings["INSTALL_TIMEOUT_MINUTES"] == 60
@@ -296,3 +298,20 @@ def test_cli_runs_with_a_good_config_file(tmp_path):
     result = run_cli(tmp_path, "nodes", "list", PROVISIONER_CONFIG=str(path))
     assert result.returncode == 0, result.stderr
     assert "0 of 0 node(s)" in result.stdout
+
+
+def test_workflows_dir_default_is_the_instance_folder_or_a_checkouts_examples(tmp_path):
+    """Unset, WORKFLOWS_DIR is instance/workflows; while that is missing, in a checkout, the
+    checkout's examples (so ``provisioner`` run by hand knows the example workflows)."""
+    assert workflows_dir("", str(tmp_path)) == str(CHECKOUT_WORKFLOWS)
+    (tmp_path / "workflows").mkdir()
+    assert workflows_dir("", str(tmp_path)) == str(tmp_path / "workflows")
+    assert workflows_dir("flows", str(tmp_path)) == str(tmp_path / "flows")
+    assert workflows_dir("/srv/flows", str(tmp_path)) == "/srv/flows"
+
+
+def test_cli_by_hand_in_a_checkout_knows_the_example_workflows(tmp_path):
+    """Without the Makefile's export, ``provisioner workflows list`` finds the examples."""
+    result = run_cli(tmp_path, "workflows", "list")
+    assert result.returncode == 0, result.stderr
+    assert "ubuntu-24.04" in result.stdout

@@ -286,7 +286,7 @@ def test_a_template_symlinked_out_of_the_workflows_directory_is_not_read(client)
 
 
 def test_workflows_check_names_every_config_that_cannot_render(runner):
-    result = runner.invoke(args=["workflows", "check"])
+    result = runner.invoke(args=["workflows", "check", "--offline"])
 
     assert result.exit_code == 1
     for name in ["misspelt", *HOSTILE_TEMPLATES, *ESCAPING_PATHS]:

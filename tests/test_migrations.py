@@ -64,6 +64,7 @@ def run_db_command(tmp_path: Path, database_url: str, *args: str) -> subprocess.
     )
 
 
+@pytest.mark.slow  # runs `provisioner db` in subprocesses
 def test_upgrade_on_empty_database_then_check_shows_no_drift(tmp_path, empty_database_url):
     """``db upgrade`` builds the schema; ``db check`` then finds nothing to migrate."""
     url = empty_database_url
@@ -76,6 +77,7 @@ def test_upgrade_on_empty_database_then_check_shows_no_drift(tmp_path, empty_dat
     assert "No new upgrade operations detected" in check.stdout + check.stderr
 
 
+@pytest.mark.slow  # runs `provisioner db` in subprocesses
 def test_check_on_an_empty_database_reports_drift(tmp_path, empty_database_url):
     """``db check`` does fail when the schema is missing, so the test above means something."""
     url = empty_database_url
@@ -87,6 +89,7 @@ def test_check_on_an_empty_database_reports_drift(tmp_path, empty_database_url):
     assert check.returncode != 0
 
 
+@pytest.mark.slow  # runs `provisioner db` in subprocesses
 def test_upgrade_is_repeatable(tmp_path, empty_database_url):
     """Running ``db upgrade`` on an up-to-date database changes nothing and succeeds."""
     url = empty_database_url

@@ -431,6 +431,7 @@ def judge(round_: Round, setup: Picture, after: Picture) -> str:
     return f"{trigger} won"
 
 
+@pytest.mark.slow  # many rounds of three racing threads
 def test_sweep_boot_and_report_collide_on_a_stalled_node(app, client, clock, sessions):
     outcomes: Counter[str] = Counter()
     with ThreadPoolExecutor(max_workers=3) as pool:

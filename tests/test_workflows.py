@@ -279,7 +279,7 @@ def test_example_workflows_load_and_render():
 
 def test_workflows_check_passes_on_good_files(runner):
     """``workflows check`` exits 0 and says ok for each good file."""
-    result = runner.invoke(args=["workflows", "check"])
+    result = runner.invoke(args=["workflows", "check", "--offline"])
     assert result.exit_code == 0, result.output
     assert "test-os.yaml: ok" in result.output
 
@@ -297,7 +297,7 @@ def test_workflows_check_passes_on_good_files(runner):
 def test_workflows_check_fails_on_a_bad_file(runner, workflows_dir, content, named):
     """One bad file makes ``workflows check`` exit 1 and name the problem."""
     (workflows_dir / "bad.yaml").write_text(content)
-    result = runner.invoke(args=["workflows", "check"])
+    result = runner.invoke(args=["workflows", "check", "--offline"])
     assert result.exit_code == 1
     assert named in result.output
     assert "test-os.yaml: ok" in result.output

@@ -12,6 +12,7 @@ from provisioner.extensions import db
 from provisioner.models import NodeEvent
 from provisioner.stalled_feed import stalled_feed
 from provisioner.sweeper import StallRules
+from provisioner.timeutil import duration
 from provisioner.timeutil import utcnow
 
 POLL_SECONDS = 1.0
@@ -61,9 +62,9 @@ def stalled_command() -> None:
     items, total = stalled_feed(db.session, rules, now, limit=10_000)
     click.echo(f"{'MAC':17}  {'STATE':14}  {'REASON':15}  {'STALLED FOR':>12}  ATTEMPTS  HOSTNAME")
     for item in items:
-        minutes = item.elapsed_seconds / 60
         click.echo(
-            f"{item.mac_address:17}  {item.state:14}  {item.reason:15}  {minutes:>10.1f} m"
+            f"{item.mac_address:17}  {item.state:14}  {item.reason:15}"
+            f"  {duration(item.elapsed_seconds):>12}"
             f"  {item.install_attempts}/{item.max_install_attempts:<6}  {item.hostname or '-'}"
         )
     click.echo(f"{total} stalled")

@@ -26,19 +26,30 @@ def workflows_list() -> None:
 
 
 @workflows_group.command("check")
+@click.option("--offline", is_flag=True, help="Do not send HEAD to kernel and initrd URLs.")
 @with_appcontext
-def workflows_check() -> None:
-    """Load and render every workflow; exit 1 if any has a problem."""
+def workflows_check(offline: bool) -> None:
+    """Load and render every workflow and check its kernel and initrd can be had; exit 1 if
+    any has a problem."""
     store = _workflow_store()
     entries = store.entries()
     problems = 0
     for entry in entries:
-        found = (
-            [entry.error]
-            if entry.error
-            else workflows.check(entry.workflow)
-            + check_configs(current_app.extensions["provisioner.jinja"], entry.workflow)
-        )
+        found = [entry.error] if entry.error else []
+        if entry.workflow is not None:
+            found += workflows.check(entry.workflow)
+            found += check_configs(current_app.extensions["provisioner.jinja"], entry.workflow)
+            sources = workflows.check_sources(
+                entry.workflow,
+                directory=store.directory,
+                server_url=current_app.config["SERVER_URL"],
+                offline=offline,
+            )
+            found += sources.problems
+            for warning in sources.warnings:
+                click.echo(f"{entry.file}: warning: {warning}", err=True)
+            for note in sources.notes:
+                click.echo(f"{entry.file}: {note}")
         for problem in found:
             click.echo(f"{entry.file}: {problem}", err=True)
         problems += len(found)

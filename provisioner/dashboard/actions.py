@@ -26,14 +26,17 @@ from provisioner.extensions import db
 from provisioner.inventory import InventoryError
 from provisioner.lifecycle import ConcurrentTransition
 from provisioner.lifecycle import IllegalTransition
+from provisioner.lifecycle import State
 from provisioner.models import Node
 from provisioner.nodes_repo import find_by_ref
 from provisioner.report_tokens import mint_report_token
+from provisioner.schemas import NodeCreateSchema
 from provisioner.schemas import NodeUpdateSchema
 from provisioner.schemas import StateChangeSchema
 
 log = logging.getLogger(__name__)
 
+CREATE_SCHEMA = NodeCreateSchema()
 UPDATE_SCHEMA = NodeUpdateSchema()
 STATE_SCHEMA = StateChangeSchema()
 #: The state log's comment for moves made here, so the audit trail says where they came from.
@@ -58,6 +61,34 @@ def refuse_invalid(exc: ValidationError) -> None:
     flash(error_message("Unprocessable Entity", flatten_errors(exc.messages)), "error")
 
 
+def new_node_fields() -> dict:
+    """The "add node" form as the API's create schema reads it (empty fields left out)."""
+    form = {key: request.form.get(key, "").strip() for key in ("mac_address", "hostname")}
+    fields: dict = {key: value for key, value in form.items() if value}
+    if request.form.get("workflow_id"):
+        fields["workflow_id"] = request.form["workflow_id"]
+    tags = request.form.get("tags", "").replace(",", " ").split()
+    return CREATE_SCHEMA.load(fields | ({"tags": tags} if tags else {}))
+
+
+@bp.route("/nodes", methods=["POST"])
+def add_node() -> Response:
+    """Register a node by hand, like ``POST /api/v1/nodes``; it starts ``discovered``."""
+    try:
+        fields = new_node_fields()
+    except ValidationError as exc:
+        refuse_invalid(exc)
+        return redirect(url_for("dashboard.index"), 303)
+    try:
+        with write_transaction(db.session):
+            node = inventory.create_node(db.session, fields, workflow_store(), now())
+    except InventoryError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("dashboard.index"), 303)
+    flash(f"Node {node.mac_address} added", "ok")
+    return back_to(node.id)
+
+
 @bp.route("/nodes/<ref>/workflow", methods=["POST"])
 def set_workflow(ref: str) -> Response:
     """Assign a workflow (an empty choice clears it), like ``PATCH /api/v1/nodes/<id>``."""
@@ -79,7 +110,10 @@ def set_workflow(ref: str) -> Response:
 
 @bp.route("/nodes/<ref>/state", methods=["POST"])
 def change_state(ref: str) -> Response:
-    """Move the node (start install, reprovision, retire), like ``PATCH .../state``."""
+    """Move the node (start install, reprovision, retire), like ``PATCH .../state``.
+
+    Reprovision also queues the reinstall (``reprovision → pending``), so one click does it.
+    """
     try:
         args = STATE_SCHEMA.load({"state": request.form.get("state", "")})
     except ValidationError as exc:
@@ -89,15 +123,27 @@ def change_state(ref: str) -> Response:
         with write_transaction(db.session):
             node = locked_node(ref)
             previous = node.state
-            inventory.set_state(db.session, node, args["state"], now(), comment=COMMENT)
+            if args["state"] == State.REPROVISION:
+                inventory.reprovision(db.session, node, now(), comment=COMMENT)
+            else:
+                inventory.set_state(db.session, node, args["state"], now(), comment=COMMENT)
     except IllegalTransition as exc:
         valid = ", ".join(exc.valid) or "none (retired is final)"
         flash(f"{exc}. Valid transitions from {exc.current}: {valid}.", "error")
     except ConcurrentTransition as exc:
         flash(f"{exc}; retry the request", "error")
     else:
-        flash(f"State changed from {previous} to {node.state}", "ok")
+        flash(f"State changed from {previous} to {node.state}{next_boot(node)}", "ok")
     return back_to(ref)
+
+
+def next_boot(node: Node) -> str:
+    """What the node's next PXE boot does, when the move queued an install."""
+    if node.state != State.PENDING:
+        return ""
+    if node.workflow_id:
+        return f": its next PXE boot installs {node.workflow_id}"
+    return ": set a workflow before its next PXE boot"
 
 
 @bp.route("/nodes/<ref>/report-token", methods=["POST"])

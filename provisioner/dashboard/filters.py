@@ -8,21 +8,7 @@ from flask import Flask
 
 from provisioner.context import now
 from provisioner.timeutil import as_utc
-
-
-def duration(seconds: float) -> str:
-    """A duration in its two largest units: ``45 s``, ``12 min``, ``3 h 5 min``, ``2 d 3 h``."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
-    if minutes < 60:
-        return f"{minutes} min"
-    if hours < 24:
-        rest = minutes % 60
-        return f"{hours} h {rest} min" if rest else f"{hours} h"
-    rest = hours % 24
-    return f"{days} d {rest} h" if rest else f"{days} d"
+from provisioner.timeutil import duration
 
 
 def ago(moment: datetime | None) -> str:

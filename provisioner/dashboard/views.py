@@ -5,6 +5,8 @@ Each page is a frame around a live part; ``/fragments/...`` renders that part al
 pages are complete, just not live.
 """
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint
@@ -23,10 +25,14 @@ from provisioner.context import workflow_store
 from provisioner.dashboard import queries
 from provisioner.extensions import db
 from provisioner.lifecycle import STATE_NAMES
+from provisioner.lifecycle import State
+from provisioner.lifecycle import Trigger
 from provisioner.lifecycle import valid_transitions
 from provisioner.models import Node
+from provisioner.models import NodeStateLog
 from provisioner.nodes_repo import find_by_ref
 from provisioner.scrape import node_counts
+from provisioner.scrape import stalled_among
 from provisioner.stalled_feed import stalled_feed
 from provisioner.sweeper import StallRules
 
@@ -61,14 +67,45 @@ def nodes_context() -> dict[str, Any]:
     """What the nodes table shows, for the filters in the query string."""
     filters = queries.NodeFilters.from_args(request.args)
     nodes, total = queries.filtered_nodes(db.session, filters)
+    shown = [node.id for node in nodes]
     return {
         "nodes": nodes,
         "total": total,
         "filters": filters,
         "counts": node_counts(db.session),
         "stalled_total": queries.stalled_total(db.session, stall_rules(), now()),
+        "stalled_ids": stalled_among(db.session, stall_rules(), now(), shown),
         "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
     }
+
+
+@dataclass(frozen=True)
+class ServedEntry:
+    """A boot that served the installer (a state-log row), shown among the node's events."""
+
+    id: str
+    created_at: datetime
+    message: str | None
+    metadata_: dict | None
+    event_type: str = "installer_served"
+    status: str = "success"
+    progress: int | None = None
+    effect: str | None = None
+    ip_address: str | None = None
+    client_event_id: str | None = None
+
+
+def timeline(events: list[Any], history: list[NodeStateLog], complete: bool) -> list[Any]:
+    """The events, newest first, with the boots that served the installer among them (those
+    older than the oldest event shown are left out when the events are not all shown)."""
+    oldest = events[-1].created_at if events and not complete else None
+    served = [
+        ServedEntry(f"served-{entry.id}", entry.created_at, entry.comment, entry.metadata_)
+        for entry in history
+        if entry.triggered_by == Trigger.BOOT and entry.to_state == State.INSTALLING
+        if oldest is None or entry.created_at >= oldest
+    ]
+    return sorted([*events, *served], key=lambda item: item.created_at, reverse=True)
 
 
 def node_context(node: Node) -> dict[str, Any]:
@@ -76,11 +113,13 @@ def node_context(node: Node) -> dict[str, Any]:
     events, total_events = eventlog.node_events(
         db.session, node.id, event_type=None, limit=TIMELINE_LENGTH, offset=0
     )
+    history = inventory.history(db.session, node)
     return {
         "node": node,
-        "events": events,
+        "events": timeline(events, history, complete=len(events) >= total_events),
         "total_events": total_events,
-        "history": list(reversed(inventory.history(db.session, node))),
+        "shown_events": len(events),
+        "history": list(reversed(history)),
         "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
         "valid_moves": valid_transitions(node.state),
     }
@@ -114,7 +153,9 @@ def error_page(error: HTTPException) -> tuple[str, int]:
 def index() -> str:
     """Every node, filtered by state and tag or searched by MAC or hostname."""
     tags = queries.all_tags(db.session)
-    return render_template("dashboard/index.html", tags=tags, **nodes_context())
+    return render_template(
+        "dashboard/index.html", tags=tags, workflows=workflow_choices(), **nodes_context()
+    )
 
 
 @bp.route("/fragments/nodes")
@@ -140,6 +181,12 @@ def node_page(ref: str) -> str:
 def fragment_node(ref: str) -> str:
     """A node's facts, timeline and history alone, for live.js."""
     return render_template("dashboard/_node.html", **node_context(node_or_404(ref)))
+
+
+@bp.route("/workflows")
+def workflows() -> str:
+    """Every workflow file: what it boots, or why it does not load."""
+    return render_template("dashboard/workflows.html", entries=workflow_store().entries())
 
 
 @bp.route("/stalled")
