@@ -33,7 +33,7 @@ from provisioner.workflows import WorkflowStore
 
 #: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
 MAX_BODY_BYTES = 64 * 1024
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
