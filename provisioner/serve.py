@@ -18,6 +18,7 @@ from provisioner.context import single_reads
 from provisioner.extensions import db
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
+from provisioner.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def serve(
             threads=threads,
             connection_limit=CONNECTION_LIMIT,
             channel_timeout=CHANNEL_TIMEOUT_SECONDS,
-            ident="provisioner",
+            ident=f"provisioner/{VERSION}",
         )
     except KeyboardInterrupt:
         pass

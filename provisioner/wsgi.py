@@ -1,22 +1,30 @@
 """WSGI entry point for any WSGI server: ``waitress-serve provisioner.wsgi:app``,
-gunicorn, uWSGI...
+``gunicorn -w 3 provisioner.wsgi:app``, uWSGI...
 
 Unlike the app factory, this also migrates the database and starts the scheduler (stalled
 install sweep, event pruning), because a WSGI server gives us no other moment to do it.
+Several workers may import it at once: migrations take a lock, and of the schedulers only
+one per database runs the jobs (the others stand by). An operational error (bad setting,
+unreachable database) is one line on stderr and exit status 2, as in the CLI.
 """
 
+import os
 import sys
 
 from provisioner import create_app
-from provisioner.config import ConfigError
+from provisioner import operational
+from provisioner.config import ENV_PREFIX
 from provisioner.scheduler import start_scheduler
 from provisioner.serve import upgrade_database
 
 try:
     app = create_app()
-except ConfigError as exc:
-    print(f"provisioner: {exc}", file=sys.stderr)
+    upgrade_database(app)
+except Exception as exc:
+    message = operational.describe(exc, os.environ.get(ENV_PREFIX + "DATABASE_URL"))
+    if message is None:
+        raise
+    print(f"provisioner: {message}", file=sys.stderr)
     raise SystemExit(2) from None
 
-upgrade_database(app)
 start_scheduler(app)

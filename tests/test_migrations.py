@@ -29,6 +29,7 @@ from provisioner.models import NodeTag
 from provisioner.timeutil import utcnow
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
+FLASK_SCRIPT = Path(sys.executable).with_name("flask")
 
 
 @pytest.fixture
@@ -50,12 +51,19 @@ def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         databases.drop_database(admin_url, url)
 
 
-def run_db_command(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess:
-    """Run ``provisioner db ...`` against ``database_url`` with no other settings."""
+def run_db_command(
+    tmp_path: Path, database_url: str, *args: str, script: Path = PROVISIONER_SCRIPT
+) -> subprocess.CompletedProcess:
+    """Run ``provisioner db ...`` against ``database_url`` with no other settings.
+
+    ``script=FLASK_SCRIPT`` runs the developers' ``flask --app provisioner db ...`` instead
+    (the full Flask-Migrate command set, e.g. ``downgrade``).
+    """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     environ["PROVISIONER_DATABASE_URL"] = database_url
+    prefix = ["--app", "provisioner"] if script == FLASK_SCRIPT else []
     return subprocess.run(
-        [str(PROVISIONER_SCRIPT), "db", *args],
+        [str(script), *prefix, "db", *args],
         cwd=tmp_path,
         env=environ,
         capture_output=True,
@@ -80,7 +88,7 @@ def test_check_on_an_empty_database_reports_drift(tmp_path, empty_database_url):
     """``db check`` does fail when the schema is missing, so the test above means something."""
     url = empty_database_url
     run_db_command(tmp_path, url, "upgrade")
-    downgrade = run_db_command(tmp_path, url, "downgrade", "base")
+    downgrade = run_db_command(tmp_path, url, "downgrade", "base", script=FLASK_SCRIPT)
     assert downgrade.returncode == 0, downgrade.stderr
     assert dbcheck.table_names(url) <= {"alembic_version"}
     check = run_db_command(tmp_path, url, "check")

@@ -30,6 +30,7 @@ from provisioner.schemas import StateLogListEnvelope
 from provisioner.schemas import TagsSchema
 from provisioner.schemas import WorkflowEnvelope
 from provisioner.schemas import WorkflowListEnvelope
+from provisioner.version import VERSION
 from provisioner.workflows import WorkflowEntry
 from provisioner.workflows import WorkflowError
 
@@ -202,6 +203,7 @@ def get_workflow(workflow_id: str):
 class HealthSchema(Schema):
     status = fields.String(metadata={"enum": ["ok", "unavailable"]})
     database = fields.String()
+    version = fields.String(metadata={"description": "The running provisioner's version"})
 
 
 @bp.route("/health")
@@ -213,5 +215,5 @@ def health():
         db.session.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
         db.session.rollback()
-        return {"status": "unavailable", "database": type(exc).__name__}, 503
-    return {"status": "ok", "database": "ok"}
+        return {"status": "unavailable", "database": type(exc).__name__, "version": VERSION}, 503
+    return {"status": "ok", "database": "ok", "version": VERSION}
