@@ -35,7 +35,7 @@ def describe(exc: BaseException, database_url: str | None = None) -> str | None:
             "the database server is running (or the SQLite file's directory is writable)"
         )
     if isinstance(exc, PermissionError | FileNotFoundError | IsADirectoryError):
-        return f"{exc.strerror}: {exc.filename}; check DATA_DIR and the file's permissions"
+        return f"{exc.strerror}: {exc.filename}; check DATA_DIR, DATABASE_URL and permissions"
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return f"{exc.strerror}: stop the other server or choose another --port"
     return None

@@ -313,3 +313,27 @@ def test_column_defaults_are_aware_and_evaluated_per_row(app):
         assert first.install_attempts == 0
         assert second.created_at >= first.created_at
         assert abs(utcnow() - second.created_at) < timedelta(minutes=5)
+
+
+def test_concurrent_upgrades_of_an_empty_database_all_succeed(tmp_path, empty_database_url):
+    """Four ``db upgrade`` at once (workers starting together) take turns: all succeed.
+
+    On a new SQLite file they raced to "database is locked" before the lock file.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    environ["PROVISIONER_DATABASE_URL"] = empty_database_url
+    upgrades = [
+        subprocess.Popen(
+            [str(PROVISIONER_SCRIPT), "db", "upgrade"],
+            cwd=tmp_path,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [upgrade.communicate(timeout=120)[0] for upgrade in upgrades]
+    assert [upgrade.returncode for upgrade in upgrades] == [0] * 4, outputs
+    check = run_db_command(tmp_path, empty_database_url, "check")
+    assert check.returncode == 0, check.stdout + check.stderr
