@@ -13,7 +13,9 @@ export PROVISIONER_WORKFLOWS_DIR ?= $(CURDIR)/examples/workflows
 # Real clients the end-to-end tests drive, as command:Debian-package pairs.
 E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/ipxe/qemu/efi-virtio.rom:ipxe-qemu cloud-init:cloud-init \
-             /vmlinuz:linux-image-amd64 chromium:chromium chromedriver:chromium-driver
+             /vmlinuz:linux-image-amd64 chromium:chromium chromedriver:chromium-driver \
+             setpriv:util-linux systemd-analyze:systemd /usr/bin/python3:python3 \
+             /usr/share/doc/python3-venv:python3-venv
 # The load generator the benchmarks drive.
 BENCH_TOOLS := wrk:wrk
 
