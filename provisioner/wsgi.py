@@ -5,7 +5,7 @@ Unlike the app factory, this also migrates the database and starts the scheduler
 install sweep, event pruning), because a WSGI server gives us no other moment to do it.
 Several workers may import it at once: migrations take a lock, and of the schedulers only
 one per database runs the jobs (the others stand by). An operational error (bad setting,
-unreachable database) is one line on stderr and exit status 2, as in the CLI.
+unreachable database) is one line on stderr and exit status 4, as in the CLI.
 """
 
 import os
@@ -17,6 +17,8 @@ from provisioner.config import ENV_PREFIX
 from provisioner.scheduler import start_scheduler
 from provisioner.serve import upgrade_database
 
+APP_LOAD_ERROR = 4
+
 try:
     app = create_app()
     upgrade_database(app)
@@ -25,6 +27,7 @@ except Exception as exc:
     if message is None:
         raise
     print(f"provisioner: {message}", file=sys.stderr)
-    raise SystemExit(2) from None
+    # 4 is gunicorn's "app failed to load": it stops instead of respawning workers forever.
+    raise SystemExit(APP_LOAD_ERROR) from None
 
 start_scheduler(app)
