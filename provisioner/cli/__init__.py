@@ -11,14 +11,12 @@ import os
 from typing import Any
 
 import click
-import flask_migrate
 from flask import Flask
-from flask import current_app
 from flask.cli import ScriptInfo
-from flask.cli import with_appcontext
 
 import provisioner
 from provisioner import operational
+from provisioner.cli.db import db_group
 from provisioner.cli.events import events_command
 from provisioner.cli.events import stalled_command
 from provisioner.cli.jobs import prune_command
@@ -31,7 +29,6 @@ from provisioner.config import ConfigError
 from provisioner.serve import ServeError
 from provisioner.serve import serve
 from provisioner.serve import serve_workers
-from provisioner.serve import upgrade_database
 from provisioner.tokens import HASH_PREFIX
 from provisioner.tokens import new_token
 from provisioner.tokens import token_hash
@@ -155,53 +152,6 @@ def token_new(read_only: bool) -> None:
     click.echo(f"token: {token}")
     click.echo("Keep the token secret; put this line in the config file (it holds only a hash):")
     click.echo(f'{key} = ["{HASH_PREFIX}{token_hash(token)}"]')
-
-
-@click.group("db")
-def db_group() -> None:
-    """The database schema: apply and inspect migrations.
-
-    Developers make a new migration with Flask-Migrate's own command set:
-    flask --app provisioner db migrate -m "what changed"
-    """
-
-
-@db_group.command("upgrade")
-@with_appcontext
-def db_upgrade() -> None:
-    """Apply the migrations the database lacks (``serve`` does this too when it starts).
-
-    \b
-    Examples:
-      provisioner db upgrade
-      PROVISIONER_DATABASE_URL=postgresql+psycopg://provisioner@db/provisioner \\
-        provisioner db upgrade
-    """
-    upgrade_database(current_app)
-
-
-@db_group.command("current")
-@with_appcontext
-def db_current() -> None:
-    """Print the migration the database is at.
-
-    \b
-    Example:
-      provisioner db current
-    """
-    flask_migrate.current(directory=current_app.extensions["migrate"].directory)
-
-
-@db_group.command("check")
-@with_appcontext
-def db_check() -> None:
-    """Exit 1 if the models and the migrated schema differ (a migration is missing).
-
-    \b
-    Example:
-      provisioner db check
-    """
-    flask_migrate.check(directory=current_app.extensions["migrate"].directory)
 
 
 DEBUG_KEY = "provisioner.debug"
