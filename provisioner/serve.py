@@ -178,7 +178,7 @@ def serve_workers(
     """Run ``workers`` server processes sharing one port (SO_REUSEPORT); return the exit code.
 
     This process migrates the database once, starts the workers (each a full instance with
-    its own scheduler: the multi-instance rules keep their sweeps from overlapping; with
+    its own scheduler, of which only the scheduler lease's holder runs the jobs; with
     ``pin_cpu`` each on a CPU of its own while there are enough), passes SIGTERM/SIGINT on
     to them and waits for all of them.
     """
