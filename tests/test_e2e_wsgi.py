@@ -28,21 +28,24 @@ DEADLINE_SECONDS = 60
 
 
 @pytest.fixture
-def gunicorn() -> Path:
-    if not GUNICORN.exists() and shutil.which("gunicorn") is None:
+def gunicorn() -> list[str]:
+    """The gunicorn command, without the control socket gunicorn 25+ makes under $HOME."""
+    program = str(GUNICORN) if GUNICORN.exists() else shutil.which("gunicorn")
+    if program is None:
         pytest.skip("gunicorn is not installed (it is in the test extra)")
-    return GUNICORN if GUNICORN.exists() else Path(shutil.which("gunicorn") or "")
+    usage = subprocess.run([program, "--help"], capture_output=True, text=True).stdout
+    return [program, *(["--no-control-socket"] if "--no-control-socket" in usage else [])]
 
 
 def start(
-    gunicorn: Path, tmp_path: Path, settings: dict[str, str]
+    gunicorn: list[str], tmp_path: Path, settings: dict[str, str]
 ) -> tuple[subprocess.Popen, int, Path]:
     """gunicorn with three workers on a free loopback port; its log file."""
     port = free_port()
     log = tmp_path / "gunicorn.log"
     with log.open("w") as output:
         process = subprocess.Popen(
-            [str(gunicorn), "-w", "3", "-b", f"127.0.0.1:{port}", "provisioner.wsgi:app"],
+            [*gunicorn, "-w", "3", "-b", f"127.0.0.1:{port}", "provisioner.wsgi:app"],
             cwd=tmp_path,
             env=server_environment(settings),
             stdout=output,
@@ -102,4 +105,5 @@ def test_a_bad_setting_stops_the_workers_with_one_line(gunicorn, tmp_path):
     text = log.read_text()
     assert code != 0
     assert "provisioner: config key DATABASE_URL: not a database URL" in text, text
-    assert "Traceback" not in text, text
+    # gunicorn's arbiter may print a traceback of its own while halting; none of ours.
+    assert not re.search(r'File "[^"]*/provisioner/', text), text
