@@ -219,6 +219,8 @@ def walk_the_lifecycle(nobody: Nobody, data_dir: Path, scratch: Path, name: str)
     try:
         health = wait_for_health(curl, server, log)
         assert health["status"] == "ok" and health["version"], health
+        headers = run(["curl", "-fsS", "-o", "/dev/null", "-D", "-", curl.url + "/health"])
+        assert f"server: provisioner/{health['version']}\n" in headers.stdout.lower()
         token = boot_into_installer(curl, MAC_A)
         for event in ("install_started", "install_complete"):
             report(curl, MAC_A, token, event)
