@@ -17,7 +17,9 @@ E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /vmlinuz:linux-image-amd64 chromium:chromium chromedriver:chromium-driver \
              /usr/sbin/nginx:nginx-light ip:iproute2 /usr/sbin/dnsmasq:dnsmasq-base openssl:openssl \
              /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
-             socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash
+             socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash \
+             setpriv:util-linux systemd-analyze:systemd /usr/bin/python3:python3 \
+             /usr/share/doc/python3-venv:python3-venv
 # What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
 E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
 # The load generator the benchmarks drive.
@@ -50,7 +52,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python setup.cfg pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 

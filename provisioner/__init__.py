@@ -1,6 +1,7 @@
 """provisioner: a bare-metal provisioning server (iPXE boot scripts and install lifecycle)."""
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from provisioner.workflows import WorkflowStore
 
 #: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
 MAX_BODY_BYTES = 64 * 1024
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -55,11 +56,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     """Read and check settings, then derive what the extensions need from them."""
-    settings = config.load_settings(app.instance_path, test_config)
+    initial_data_dir = config.initial_data_dir(os.environ)
+    settings = config.load_settings(str(initial_data_dir), test_config)
+    # Everything written (the SQLite file, the secret key) goes to the data directory,
+    # which Flask knows as the instance folder.
+    app.instance_path = str(Path(settings["DATA_DIR"] or initial_data_dir).absolute())
+    config.prepare_data_dir(Path(app.instance_path))
     app.config.update(settings)
+    app.config["DATA_DIR"] = app.instance_path
     app.config["SQLALCHEMY_DATABASE_URI"] = config.database_uri(
         settings["DATABASE_URL"], app.instance_path
     )
+    config.check_database_url(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = config.engine_options(
         settings, app.config["SQLALCHEMY_DATABASE_URI"]
     )
@@ -85,7 +93,6 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
 
 def init_extensions(app: Flask) -> None:
     """Bind the database, migrations and API objects to this app."""
-    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     api.init_app(app)

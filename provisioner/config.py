@@ -17,6 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import platformdirs
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 ENV_PREFIX = "PROVISIONER_"
 
 
@@ -162,6 +166,7 @@ def _report_auth(value: Any) -> str:
 
 #: Every key, its default and its parser. ``config.example.toml`` documents each one.
 SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "DATA_DIR": ("", _text),
     "DATABASE_URL": ("sqlite:///provisioner.db", _text),
     "DATABASE_POOL_SIZE": (20, _number(int, 1)),
     "DATABASE_MAX_OVERFLOW": (10, _number(int, 0)),
@@ -252,6 +257,43 @@ def load_settings(
     return settings | extra
 
 
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    """The data directory when ``DATA_DIR`` is not set.
+
+    systemd's ``StateDirectory=`` (``$STATE_DIRECTORY``), else ``instance/`` beside a source
+    checkout (where the package is imported from), else the platform's data directory
+    (``~/.local/share/provisioner`` on Linux): never inside an installed package, which its
+    user may not write.
+    """
+    if environ.get("STATE_DIRECTORY"):
+        return Path(environ["STATE_DIRECTORY"].split(":")[0])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "instance"
+    return Path(platformdirs.user_data_dir("provisioner", appauthor=False))
+
+
+def initial_data_dir(environ: Mapping[str, str]) -> Path:
+    """``PROVISIONER_DATA_DIR`` or the default: where ``config.toml`` is looked for."""
+    return Path(environ.get(ENV_PREFIX + "DATA_DIR") or default_data_dir(environ)).absolute()
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory if needed and check this user may write to it."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"config key DATA_DIR: cannot create {path} ({exc.strerror}); set DATA_DIR "
+            "(or PROVISIONER_DATA_DIR) to a directory this user may write"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"config key DATA_DIR: {path} is not writable by this user; set DATA_DIR "
+            "(or PROVISIONER_DATA_DIR) to a directory this user may write"
+        )
+
+
 def engine_options(settings: Mapping[str, Any], url: str) -> dict[str, Any]:
     """SQLAlchemy engine options: pool sizes, liveness checks and connect timeouts."""
     if url.startswith("sqlite") and (":memory:" in url or url == "sqlite://"):
@@ -316,3 +358,27 @@ def database_uri(url: str, instance_path: str) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
         return prefix + str(Path(instance_path) / url[len(prefix) :])
     return url
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a URL SQLAlchemy cannot use, or whose driver is missing, naming DATABASE_URL."""
+    try:
+        parsed = make_url(url)
+        dialect = parsed.get_dialect()
+    except ArgumentError:
+        raise ConfigError(
+            "config key DATABASE_URL: not a database URL SQLAlchemy knows; expected "
+            "sqlite:///FILE or postgresql+psycopg://USER:PASSWORD@HOST/DATABASE"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        if parsed.get_backend_name() != "postgresql":
+            hint = f"install the {exc.name} module"
+        elif parsed.get_driver_name() == "psycopg":
+            hint = "install the PostgreSQL extra: pip install 'provisioner[postgres]'"
+        else:
+            hint = "write postgresql+psycopg:// and pip install 'provisioner[postgres]'"
+        raise ConfigError(
+            f"config key DATABASE_URL: {parsed.drivername} needs the {exc.name} module; {hint}"
+        ) from None

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Gauge
 from prometheus_client import Histogram
+from prometheus_client import Info
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
@@ -33,6 +34,7 @@ from provisioner.lifecycle import State
 from provisioner.scrape import node_counts
 from provisioner.scrape import stalled_counts
 from provisioner.sweeper import StallRules
+from provisioner.version import VERSION
 
 REPORTS_REJECTED = Counter(
     "provisioner_report_rejected_total",
@@ -69,6 +71,9 @@ SWEEP_LAST_SUCCESS = Gauge(
     "provisioner_sweep_last_success_timestamp_seconds",
     "Unix time the last stalled-install sweep finished without error",
 )
+
+BUILD_INFO = Info("provisioner_build", "The running provisioner's version")
+BUILD_INFO.info({"version": VERSION})
 
 OUTCOMES = {
     (State.INSTALLING, State.INSTALLED): "success",

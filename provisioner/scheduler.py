@@ -2,8 +2,10 @@
 
 ``create_app`` builds the scheduler with its jobs but never starts it: only ``provisioner
 serve`` and ``wsgi.py`` do, because the factory also runs for CLI commands and tests. Every
-instance of a multi-instance deployment runs the jobs; the sweep's guarded updates make each
-timeout count once, and webhook deliveries are claimed with ``SKIP LOCKED``.
+process sharing a database (workers, instances) starts its scheduler, but only the holder
+of the database's scheduler lease (``process_locks.SchedulerLease``) runs the jobs; the
+others stand by and take over when it stops. The sweep's guarded updates and ``SKIP
+LOCKED`` webhook claims would keep even overlapping runs from counting anything twice.
 """
 
 import logging
@@ -23,6 +25,7 @@ from provisioner.errors import is_unavailable
 from provisioner.extensions import db
 from provisioner.metrics import SWEEP_DURATION
 from provisioner.metrics import SWEEP_LAST_SUCCESS
+from provisioner.process_locks import SchedulerLease
 from provisioner.retention import prune_events
 from provisioner.sweeper import StallRules
 from provisioner.sweeper import sweep_stalled_installs
@@ -37,6 +40,14 @@ SWEEP_JOB_ID = "sweep_stalled_installs"
 PRUNE_JOB_ID = "prune_events"
 WEBHOOK_JOB_ID = "deliver_webhooks"
 EXTENSION_KEY = "provisioner.scheduler"
+LEASE_KEY = "provisioner.scheduler_lease"
+
+
+def _runs_jobs(app: Flask) -> bool:
+    """Whether this process runs the jobs: it holds the lease, or nothing started one (a
+    job run by hand or by a test)."""
+    lease: SchedulerLease | None = app.extensions.get(LEASE_KEY)
+    return lease is None or lease.held()
 
 
 @contextmanager
@@ -56,6 +67,8 @@ def _skipped_while_database_unavailable(job: str) -> Iterator[None]:
 
 def run_sweep(app: Flask) -> None:
     """One sweep, in its own app context."""
+    if not _runs_jobs(app):
+        return
     with _skipped_while_database_unavailable("sweep"), app.app_context():
         clock = app.config.get("CLOCK", utcnow)
         result = sweep_stalled_installs(db.session, StallRules.from_config(app.config), clock())
@@ -65,6 +78,8 @@ def run_sweep(app: Flask) -> None:
 
 def run_prune(app: Flask) -> None:
     """One pruning pass, in its own app context."""
+    if not _runs_jobs(app):
+        return
     with _skipped_while_database_unavailable("prune"), app.app_context():
         clock = app.config.get("CLOCK", utcnow)
         prune_events(
@@ -77,6 +92,8 @@ def run_prune(app: Flask) -> None:
 
 def run_webhook_delivery(app: Flask) -> None:
     """One pass over the webhook outbox, in its own app context."""
+    if not _runs_jobs(app):
+        return
     with _skipped_while_database_unavailable("webhook delivery"), app.app_context():
         deliver_due(
             db.session,
@@ -122,6 +139,9 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
 def start_scheduler(app: Flask) -> BackgroundScheduler:
     """Start the app's scheduler (``serve`` and ``wsgi.py`` only)."""
     scheduler: BackgroundScheduler = app.extensions[EXTENSION_KEY]
+    with app.app_context():
+        lease = app.extensions[LEASE_KEY] = SchedulerLease(db.engine)
+    lease.held()  # take it now if free, and say which process runs the jobs
     scheduler.start()
     log.info(
         "scheduler started: sweep every %gs, timeout %g min",
@@ -142,3 +162,6 @@ def stop_scheduler(app: Flask) -> None:
     scheduler: BackgroundScheduler = app.extensions[EXTENSION_KEY]
     if scheduler.running:
         scheduler.shutdown(wait=True)
+    lease: SchedulerLease | None = app.extensions.pop(LEASE_KEY, None)
+    if lease is not None:
+        lease.release()

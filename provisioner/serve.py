@@ -25,6 +25,7 @@ from provisioner.extensions import db
 from provisioner.logs import configure_logging
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
+from provisioner.version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ def serve(
             # out of range"), which a thousand open connections reach: waitress then dies.
             asyncore_use_poll=True,
             max_request_body_size=body_size_limit(app),
-            ident="provisioner",
+            ident=f"provisioner/{VERSION}",
             # The app reads X-Forwarded-For itself (TRUSTED_PROXIES, for gunicorn too) and
             # refuses proxied operator calls it cannot place; waitress would drop the headers.
             clear_untrusted_proxy_headers=False,
@@ -296,7 +297,7 @@ def serve_workers(
     """Run ``workers`` server processes sharing one port (SO_REUSEPORT); return the exit code.
 
     This process migrates the database once, starts the workers (each a full instance with
-    its own scheduler: the multi-instance rules keep their sweeps from overlapping; with
+    its own scheduler, of which only the scheduler lease's holder runs the jobs; with
     ``pin_cpu`` each on a CPU of its own while there are enough), passes SIGTERM/SIGINT on
     to them and waits for all of them.
     """

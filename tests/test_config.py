@@ -12,6 +12,7 @@ from provisioner.config import CHECKOUT_WORKFLOWS
 from provisioner.config import DEFAULTS
 from provisioner.config import ConfigError
 from provisioner.config import database_uri
+from provisioner.config import default_data_dir
 from provisioner.config import load_settings
 from provisioner.config import workflows_dir
 
@@ -315,3 +316,32 @@ def test_cli_by_hand_in_a_checkout_knows_the_example_workflows(tmp_path):
     result = run_cli(tmp_path, "workflows", "list")
     assert result.returncode == 0, result.stderr
     assert "ubuntu-24.04" in result.stdout
+
+
+def test_data_dir_defaults_to_systemds_state_directory(tmp_path):
+    """Under systemd (``StateDirectory=``) the data lives in ``$STATE_DIRECTORY``."""
+    state = tmp_path / "state"
+    assert default_data_dir({"STATE_DIRECTORY": f"{state}:{tmp_path / 'other'}"}) == state
+
+
+def test_data_dir_defaults_to_instance_in_a_checkout():
+    """Run from a source checkout, the data stays in its ``instance/`` folder, as before."""
+    checkout = Path(__file__).resolve().parent.parent
+    assert default_data_dir({}) == checkout / "instance"
+
+
+def test_data_dir_setting_moves_everything_written(tmp_path, clean_env):
+    """DATA_DIR (here from the environment) holds the SQLite file and the secret key."""
+    clean_env.setenv("PROVISIONER_DATA_DIR", str(tmp_path / "data"))
+    app = create_app({"TESTING": True})
+    assert app.instance_path == str(tmp_path / "data")
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path / 'data'}/provisioner.db"
+    assert (tmp_path / "data" / "secret_key").exists()
+
+
+def test_a_data_dir_that_cannot_be_made_names_the_setting(tmp_path, clean_env):
+    """An unusable DATA_DIR stops start-up with a ConfigError naming DATA_DIR."""
+    (tmp_path / "file").write_text("")
+    clean_env.setenv("PROVISIONER_DATA_DIR", str(tmp_path / "file" / "data"))
+    with pytest.raises(ConfigError, match="DATA_DIR"):
+        create_app({"TESTING": True})

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,39 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
         assert children_of(server.pid or -1) == []
         assert all(not os.path.exists(f"/proc/{pid}") for pid in workers)
     assert "Traceback" not in server.log_text()
+
+
+LEADER = re.compile(r"scheduler: this process \(pid (\d+)\) runs the scheduled jobs")
+STANDBY = "stands by"
+
+
+def wait_for_log(server: ServerProcess, done, timeout: float = 30.0) -> str:
+    """Poll the server's log until ``done(text)``; return the text."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = server.log_text()
+        if done(text):
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"not in the log after {timeout:g} s:\n{server.log_tail()}")
+
+
+def test_one_worker_runs_the_scheduled_jobs_and_another_takes_over(tmp_path):
+    """Of three workers one holds the scheduler lease; killed, a stand-by takes it over."""
+    settings = sqlite_settings(tmp_path, REPORT_AUTH="open", SWEEP_INTERVAL_SECONDS=0.2)
+    server = ServerProcess(
+        server_environment(settings), tmp_path, name="lease", extra_args=["--workers", "3"]
+    )
+    with server:
+        assert server.wait_for_serving(3) == 3
+        text = wait_for_log(server, lambda t: len(LEADER.findall(t)) + t.count(STANDBY) == 3)
+        leaders = LEADER.findall(text)
+        assert len(leaders) == 1 and text.count(STANDBY) == 2, text
+        os.kill(int(leaders[0]), signal.SIGKILL)
+        text = wait_for_log(server, lambda t: len(LEADER.findall(t)) == 2)
+        successor = LEADER.findall(text)[1]
+        assert successor != leaders[0] and int(successor) in children_of(server.pid or -1)
+        assert len(LEADER.findall(server.log_text())) == 2
 
 
 def cpus_of(pid: int) -> set[frozenset[int]]:

@@ -29,6 +29,7 @@ from provisioner.models import NodeTag
 from provisioner.timeutil import utcnow
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
+FLASK_SCRIPT = Path(sys.executable).with_name("flask")
 
 
 @pytest.fixture
@@ -50,12 +51,19 @@ def empty_database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         databases.drop_database(admin_url, url)
 
 
-def run_db_command(tmp_path: Path, database_url: str, *args: str) -> subprocess.CompletedProcess:
-    """Run ``provisioner db ...`` against ``database_url`` with no other settings."""
+def run_db_command(
+    tmp_path: Path, database_url: str, *args: str, script: Path = PROVISIONER_SCRIPT
+) -> subprocess.CompletedProcess:
+    """Run ``provisioner db ...`` against ``database_url`` with no other settings.
+
+    ``script=FLASK_SCRIPT`` runs the developers' ``flask --app provisioner db ...`` instead
+    (the full Flask-Migrate command set, e.g. ``downgrade``).
+    """
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
     environ["PROVISIONER_DATABASE_URL"] = database_url
+    prefix = ["--app", "provisioner"] if script == FLASK_SCRIPT else []
     return subprocess.run(
-        [str(PROVISIONER_SCRIPT), "db", *args],
+        [str(script), *prefix, "db", *args],
         cwd=tmp_path,
         env=environ,
         capture_output=True,
@@ -82,7 +90,7 @@ def test_check_on_an_empty_database_reports_drift(tmp_path, empty_database_url):
     """``db check`` does fail when the schema is missing, so the test above means something."""
     url = empty_database_url
     run_db_command(tmp_path, url, "upgrade")
-    downgrade = run_db_command(tmp_path, url, "downgrade", "base")
+    downgrade = run_db_command(tmp_path, url, "downgrade", "base", script=FLASK_SCRIPT)
     assert downgrade.returncode == 0, downgrade.stderr
     assert dbcheck.table_names(url) <= {"alembic_version"}
     check = run_db_command(tmp_path, url, "check")
@@ -308,3 +316,27 @@ def test_column_defaults_are_aware_and_evaluated_per_row(app):
         assert first.install_attempts == 0
         assert second.created_at >= first.created_at
         assert abs(utcnow() - second.created_at) < timedelta(minutes=5)
+
+
+def test_concurrent_upgrades_of_an_empty_database_all_succeed(tmp_path, empty_database_url):
+    """Four ``db upgrade`` at once (workers starting together) take turns: all succeed.
+
+    On a new SQLite file they raced to "database is locked" before the lock file.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    environ["PROVISIONER_DATABASE_URL"] = empty_database_url
+    upgrades = [
+        subprocess.Popen(
+            [str(PROVISIONER_SCRIPT), "db", "upgrade"],
+            cwd=tmp_path,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [upgrade.communicate(timeout=120)[0] for upgrade in upgrades]
+    assert [upgrade.returncode for upgrade in upgrades] == [0] * 4, outputs
+    check = run_db_command(tmp_path, empty_database_url, "check")
+    assert check.returncode == 0, check.stdout + check.stderr

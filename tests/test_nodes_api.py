@@ -11,6 +11,7 @@ from provisioner.lifecycle import State
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
+from provisioner.version import VERSION
 
 MAC = "52:54:00:12:34:56"
 
@@ -480,3 +481,10 @@ def test_health_checks_the_database(client):
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json["database"] == "ok"
+
+
+def test_health_and_metrics_show_the_version(client):
+    """``/health`` and the ``provisioner_build_info`` metric name the running version."""
+    assert client.get("/health").json["version"] == VERSION
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert f'provisioner_build_info{{version="{VERSION}"}} 1.0' in metrics

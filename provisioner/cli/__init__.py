@@ -1,16 +1,22 @@
 """The ``provisioner`` command: thin click wrappers over the domain functions.
 
 One module per command group; this one builds the ``provisioner`` group itself and holds
-the commands that need no app (``serve`` builds its own, ``token`` needs none).
+the commands that need no app (``serve`` builds its own, ``token`` needs none) and ``db``.
+The group is the product's own (not Flask's ``flask`` command): only these commands, and
+operational errors as one line (``--debug`` for the traceback). Developers make migrations
+with Flask-Migrate's full command set: ``flask --app provisioner db migrate -m "..."``.
 """
 
 import os
+from typing import Any
 
 import click
 from flask import Flask
-from flask.cli import FlaskGroup
+from flask.cli import ScriptInfo
 
 import provisioner
+from provisioner import operational
+from provisioner.cli.db import db_group
 from provisioner.cli.events import events_command
 from provisioner.cli.events import stalled_command
 from provisioner.cli.jobs import prune_command
@@ -28,21 +34,12 @@ from provisioner.serve import serve_workers
 from provisioner.tokens import HASH_PREFIX
 from provisioner.tokens import new_token
 from provisioner.tokens import token_hash
+from provisioner.version import VERSION
 
 
 def _use_config_file(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value:
         os.environ[ENV_PREFIX + "CONFIG"] = value
-
-
-CONFIG_OPTION = click.Option(
-    ["--config"],
-    metavar="FILE",
-    help="TOML config file (else $PROVISIONER_CONFIG, else instance/config.toml).",
-    callback=_use_config_file,
-    expose_value=False,
-    is_eager=True,
-)
 
 
 def load_app() -> Flask:
@@ -53,17 +50,21 @@ def load_app() -> Flask:
         raise click.ClickException(str(exc)) from None
 
 
+#: The commands that need an app: on ``provisioner`` and on ``app.cli`` (``flask --app``).
+APP_COMMANDS = (
+    nodes_group,
+    workflows_group,
+    sweep_command,
+    prune_command,
+    events_command,
+    stalled_command,
+    webhooks_group,
+)
+
+
 def register(app: Flask) -> None:
     """Attach the commands that need an app to ``app.cli``."""
-    for command in (
-        nodes_group,
-        workflows_group,
-        sweep_command,
-        prune_command,
-        events_command,
-        stalled_command,
-        webhooks_group,
-    ):
+    for command in APP_COMMANDS:
         app.cli.add_command(command)
 
 
@@ -117,7 +118,13 @@ def serve_command(
     cpu_index: int | None,
     no_migrate: bool,
 ) -> None:
-    """Migrate the database, start the scheduler and serve with waitress."""
+    """Migrate the database, start the scheduler and serve with waitress.
+
+    \b
+    Examples:
+      provisioner serve --host 0.0.0.0 --port 8080
+      provisioner --config /etc/provisioner/config.toml serve --workers 2
+    """
     try:
         if workers > 1:
             code = serve_workers(
@@ -155,7 +162,13 @@ def token_group() -> None:
 @token_group.command("new")
 @click.option("--read-only", is_flag=True, help="A token for READ_TOKENS (GET only).")
 def token_new(read_only: bool) -> None:
-    """Print a fresh random token and the config line that enables it (stored hashed)."""
+    """Print a fresh random token and the config line that enables it (stored hashed).
+
+    \b
+    Examples:
+      provisioner token new
+      provisioner token new --read-only
+    """
     token = new_token()
     key = "READ_TOKENS" if read_only else "API_TOKENS"
     click.echo(f"token: {token}")
@@ -163,13 +176,100 @@ def token_new(read_only: bool) -> None:
     click.echo(f'{key} = ["{HASH_PREFIX}{token_hash(token)}"]')
 
 
-main = FlaskGroup(
-    name="provisioner",
-    help="Bare-metal provisioning server.",
-    create_app=load_app,
-    add_version_option=False,
-    load_dotenv=False,
-    params=[CONFIG_OPTION],
+DEBUG_KEY = "provisioner.debug"
+
+
+class ProvisionerGroup(click.Group):
+    """The top-level group: operational errors become one line unless ``--debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, turning an operational error into a ``ClickException``."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = operational.describe(exc, os.environ.get(ENV_PREFIX + "DATABASE_URL"))
+            if message is None or ctx.meta.get(DEBUG_KEY):
+                raise
+            raise click.ClickException(message) from None
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    ctx.meta[DEBUG_KEY] = value
+
+
+@click.group(
+    "provisioner",
+    cls=ProvisionerGroup,
+    epilog="Run 'provisioner COMMAND --help' for a command's options and examples.",
 )
+@click.version_option(
+    VERSION, "--version", "-V", prog_name="provisioner", message="%(prog)s %(version)s"
+)
+@click.option(
+    "--config",
+    metavar="FILE",
+    help="TOML config file (else $PROVISIONER_CONFIG, else DATA_DIR/config.toml).",
+    callback=_use_config_file,
+    expose_value=False,
+    is_eager=True,
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show the full traceback of an error.",
+    callback=_set_debug,
+    expose_value=False,
+    is_eager=True,
+)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Bare-metal provisioning server: iPXE boot scripts and the install lifecycle.
+
+    \b
+    Examples:
+      provisioner db upgrade && provisioner serve --host 0.0.0.0
+      provisioner nodes list --state installing
+      provisioner token new
+    """
+    # with_appcontext builds the app through this on first use (never for --help).
+    ctx.obj = ScriptInfo(create_app=load_app, set_debug_flag=False)
+
+
+#: Examples under the help of the commands defined in the other modules of this package.
+EXAMPLES = {
+    "nodes list": ["provisioner nodes list --state installing", "provisioner nodes list --json"],
+    "nodes add": ["provisioner nodes add 52:54:00:12:34:56 --hostname web1 --workflow debian-12"],
+    "nodes show": ["provisioner nodes show web1"],
+    "nodes set-state": [
+        "provisioner nodes set-state web1 pending",
+        "provisioner nodes set-state web1 discovered --force --comment 'disk swapped'",
+    ],
+    "nodes delete": ["provisioner nodes delete web1 --yes"],
+    "nodes import": ["provisioner nodes import rack42.csv"],
+    "workflows list": ["provisioner workflows list"],
+    "workflows check": ["provisioner workflows check"],
+    "sweep": ["provisioner sweep"],
+    "prune": ["provisioner prune"],
+    "events": ["provisioner events web1 --limit 50", "provisioner events web1 --follow"],
+    "stalled": ["provisioner stalled"],
+    "webhooks test": ["provisioner webhooks test"],
+}
+
+
+def _add_examples(command: click.Command, path: str) -> None:
+    """Put the ``EXAMPLES`` of ``command`` and of its subcommands under their help."""
+    if path in EXAMPLES and not command.epilog:
+        lines = "\n".join(f"  {example}" for example in EXAMPLES[path])
+        command.epilog = f"\b\nExamples:\n{lines}"
+    for name, sub in getattr(command, "commands", {}).items():
+        _add_examples(sub, f"{path} {name}")
+
+
 main.add_command(serve_command)
 main.add_command(token_group)
+main.add_command(db_group)
+for _command in APP_COMMANDS:
+    _add_examples(_command, _command.name or "")
+    main.add_command(_command)

@@ -32,6 +32,7 @@ from provisioner.schemas import StateLogListEnvelope
 from provisioner.schemas import TagsSchema
 from provisioner.schemas import WorkflowEnvelope
 from provisioner.schemas import WorkflowListEnvelope
+from provisioner.version import VERSION
 from provisioner.workflows import WorkflowEntry
 from provisioner.workflows import WorkflowError
 
@@ -209,6 +210,7 @@ class HealthSchema(Schema):
     database = fields.String(
         metadata={"description": '"ok", "not writable: storage full", or the error\'s name'}
     )
+    version = fields.String(metadata={"description": "The running provisioner's version"})
 
 
 #: ``/health``'s ``database`` while writes fail for lack of storage.
@@ -231,7 +233,7 @@ def health():
         writable = not storage_full(db.session) or probe_write(db.session)
     except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
         db.session.rollback()
-        return {"status": "unavailable", "database": type(exc).__name__}, 503
+        return {"status": "unavailable", "database": type(exc).__name__, "version": VERSION}, 503
     if not writable:
-        return {"status": "unavailable", "database": NOT_WRITABLE}, 503
-    return {"status": "ok", "database": "ok"}
+        return {"status": "unavailable", "database": NOT_WRITABLE, "version": VERSION}, 503
+    return {"status": "ok", "database": "ok", "version": VERSION}

@@ -6,6 +6,7 @@ from flask import current_app
 from sqlalchemy import text
 
 from provisioner.database import MIGRATION_LOCK
+from provisioner.process_locks import sqlite_file_lock
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -90,7 +91,9 @@ def run_migrations_online():
 
     connectable = get_engine()
 
-    with connectable.connect() as connection:
+    # Several processes may start at once on a new SQLite file (gunicorn -w 3): one
+    # migrates, the others wait for the lock file, then find nothing left to do.
+    with sqlite_file_lock(connectable.url, "migrate"), connectable.connect() as connection:
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():

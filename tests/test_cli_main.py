@@ -1,0 +1,150 @@
+"""The ``provisioner`` command itself: its own commands only, help with examples, --version,
+and operational errors as one line (``--debug`` for the traceback)."""
+
+import os
+import socket
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from provisioner.cli import main
+
+PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
+PRODUCT_COMMANDS = {
+    "db",
+    "events",
+    "nodes",
+    "prune",
+    "serve",
+    "stalled",
+    "sweep",
+    "token",
+    "webhooks",
+    "workflows",
+}
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """Run the console script from ``tmp_path`` with only the given ``PROVISIONER_*``."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
+    environ["PROVISIONER_DATA_DIR"] = str(tmp_path / "data")
+    environ.update(env)
+    return subprocess.run(
+        [str(PROVISIONER_SCRIPT), *args],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def leaf_commands(group: click.Group, path: str = "") -> dict[str, click.Command]:
+    """Every runnable command under ``group``, by its full name."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found |= leaf_commands(command, f"{path}{name} ")
+        elif not command.hidden:
+            found[f"{path}{name}"] = command
+    return found
+
+
+def test_help_lists_only_the_products_commands():
+    """No Flask internals (run, shell, routes, -A/--app, -e/--env-file) in the top help."""
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:")[1].split("\n\n")[0]
+    names = {line.split()[0] for line in listed.splitlines() if line.startswith("  ")}
+    assert names == PRODUCT_COMMANDS
+    for internal in ("--app", "--env-file", "-A,", "-e,"):
+        assert internal not in result.output
+
+
+def test_db_offers_upgrade_current_and_check_only():
+    """Making or undoing migrations is the developers' ``flask --app provisioner db``."""
+    db_group = main.commands["db"]
+    assert isinstance(db_group, click.Group)
+    assert set(db_group.commands) == {"upgrade", "current", "check"}
+
+
+@pytest.mark.parametrize("name", sorted(leaf_commands(main)))
+def test_every_command_has_help_and_an_example(name):
+    """``provisioner ... --help`` of every command explains it and shows an example."""
+    result = CliRunner().invoke(main, [*name.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output, result.output
+    assert "provisioner " + name in result.output.split("Example")[1]
+
+
+def test_version_option(tmp_path):
+    """``provisioner --version`` (and ``python -m provisioner --version``) print the version."""
+    expected = f"provisioner {version('provisioner')}"
+    assert run(tmp_path, "--version").stdout.strip() == expected
+    module = subprocess.run(
+        [sys.executable, "-m", "provisioner", "--version"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert module.stdout.strip() == expected, module.stderr
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *named: str) -> None:
+    """A non-zero exit, one error line naming ``named`` (after any log lines), no traceback."""
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+    assert len(lines) == 1, result.stderr
+    for word in named:
+        assert word in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", "DATABASE_URL"),
+        ("not a url", "DATABASE_URL"),
+        ("mysql://db.example/provisioner", "MySQLdb"),
+    ],
+    ids=["unreachable", "unparseable", "no-driver"],
+)
+def test_a_bad_database_url_is_one_line(tmp_path, url, named):
+    """A bad DATABASE_URL stops ``db upgrade`` with one line naming the setting."""
+    assert_one_line_error(run(tmp_path, "db", "upgrade", PROVISIONER_DATABASE_URL=url), named)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    """``--debug`` keeps the traceback of the same error."""
+    url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    result = run(tmp_path, "--debug", "db", "upgrade", PROVISIONER_DATABASE_URL=url)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr
+
+
+def test_an_unwritable_data_dir_is_one_line(tmp_path):
+    """A DATA_DIR that cannot be created names DATA_DIR."""
+    result = run(tmp_path, "nodes", "list", PROVISIONER_DATA_DIR="/proc/provisioner-data")
+    assert_one_line_error(result, "DATA_DIR")
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    """``serve`` on a taken port names the port instead of a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = run(tmp_path, "serve", "--port", port, "--reuse-port")
+    assert_one_line_error(result, port)
+
+
+def test_data_dir_holds_the_database_and_the_secret(tmp_path):
+    """With only DATA_DIR set, the SQLite file and the secret key are written there."""
+    assert run(tmp_path, "db", "upgrade").returncode == 0
+    assert {"provisioner.db", "secret_key"} <= set(os.listdir(tmp_path / "data"))
