@@ -2,6 +2,7 @@
 and operational errors as one line (``--debug`` for the traceback)."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -96,10 +97,14 @@ def test_version_option(tmp_path):
     assert module.stdout.strip() == expected, module.stderr
 
 
+#: A log record (logs.py's text format: a UTC timestamp, then the level), not an error line.
+LOG_LINE = re.compile(r"^\S+Z (DEBUG|INFO|WARNING) ")
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, *named: str) -> None:
     """A non-zero exit, one error line naming ``named`` (after any log lines), no traceback."""
     assert result.returncode != 0
-    lines = [line for line in result.stderr.splitlines() if not line.startswith("INFO ")]
+    lines = [line for line in result.stderr.splitlines() if not LOG_LINE.match(line)]
     assert len(lines) == 1, result.stderr
     for word in named:
         assert word in lines[0]
