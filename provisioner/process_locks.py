@@ -81,7 +81,11 @@ class SchedulerLease:
         self._was_held: bool | None = None
 
     def held(self) -> bool:
-        """Take the lease if it is free; whether this process holds it now."""
+        """Take the lease if it is free; whether this process holds it now.
+
+        Raises the driver's error when PostgreSQL cannot be reached: whether another
+        process holds the lease is then unknown, and the job reports the outage itself.
+        """
         with self._guard:
             if self._free:
                 return True
@@ -133,10 +137,7 @@ class SchedulerLease:
                 self._connection.invalidate()  # never back to the pool: it held the lock
                 self._connection.close()
                 self._connection = None
-        try:
-            connection = self._engine.connect()
-        except DBAPIError:
-            return False
+        connection = self._engine.connect()  # unreachable: raise, see held()
         try:
             acquired = connection.scalar(
                 text("SELECT pg_try_advisory_lock(:key)"), {"key": SCHEDULER_LOCK}

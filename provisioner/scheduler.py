@@ -67,9 +67,9 @@ def _skipped_while_database_unavailable(job: str) -> Iterator[None]:
 
 def run_sweep(app: Flask) -> None:
     """One sweep, in its own app context."""
-    if not _runs_jobs(app):
-        return
     with _skipped_while_database_unavailable("sweep"), app.app_context():
+        if not _runs_jobs(app):
+            return
         clock = app.config.get("CLOCK", utcnow)
         result = sweep_stalled_installs(db.session, StallRules.from_config(app.config), clock())
         SWEEP_DURATION.observe(result.seconds)
@@ -78,9 +78,9 @@ def run_sweep(app: Flask) -> None:
 
 def run_prune(app: Flask) -> None:
     """One pruning pass, in its own app context."""
-    if not _runs_jobs(app):
-        return
     with _skipped_while_database_unavailable("prune"), app.app_context():
+        if not _runs_jobs(app):
+            return
         clock = app.config.get("CLOCK", utcnow)
         prune_events(
             db.session,
@@ -92,9 +92,9 @@ def run_prune(app: Flask) -> None:
 
 def run_webhook_delivery(app: Flask) -> None:
     """One pass over the webhook outbox, in its own app context."""
-    if not _runs_jobs(app):
-        return
     with _skipped_while_database_unavailable("webhook delivery"), app.app_context():
+        if not _runs_jobs(app):
+            return
         deliver_due(
             db.session,
             DeliverySettings.from_config(app.config),
@@ -141,7 +141,8 @@ def start_scheduler(app: Flask) -> BackgroundScheduler:
     scheduler: BackgroundScheduler = app.extensions[EXTENSION_KEY]
     with app.app_context():
         lease = app.extensions[LEASE_KEY] = SchedulerLease(db.engine)
-    lease.held()  # take it now if free, and say which process runs the jobs
+    with _skipped_while_database_unavailable("scheduler lease"):
+        lease.held()  # take it now if free, and say which process runs the jobs
     scheduler.start()
     log.info(
         "scheduler started: sweep every %gs, timeout %g min",

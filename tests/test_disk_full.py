@@ -29,6 +29,8 @@ from serverproc import ServerProcess
 from serverproc import start_server
 from sqlalchemy.engine import make_url
 
+from provisioner.version import VERSION
+
 pytestmark = pytest.mark.e2e
 
 #: SQLite needs little; a PostgreSQL database starts as a copy of template1 (about 8 MB).
@@ -269,7 +271,11 @@ def test_a_full_disk_refuses_writes_cleanly_and_recovers(
 
         health = server.get("/health")
         assert health.status == 503, health
-        assert health.body == {"status": "unavailable", "database": "not writable: storage full"}
+        assert health.body == {
+            "status": "unavailable",
+            "database": "not writable: storage full",
+            "version": VERSION,
+        }
         new_mac = boot_new_machines_until_refused(server)
         with ThreadPoolExecutor(CONCURRENT_REPORTS) as pool:
             statuses = list(pool.map(reports.send, range(CONCURRENT_REPORTS)))
@@ -277,7 +283,7 @@ def test_a_full_disk_refuses_writes_cleanly_and_recovers(
             assert statuses == [503] * CONCURRENT_REPORTS
 
         disk.free()
-        assert server.get("/health").body == {"status": "ok", "database": "ok"}
+        assert server.get("/health").body == {"status": "ok", "database": "ok", "version": VERSION}
         reports.retry_refused()
         assert "registered" in server.get(f"/api/v1/boot?mac={new_mac}").text
         assert "Traceback" not in server.log_text()
