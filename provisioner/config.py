@@ -194,6 +194,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "SECRET_KEY": ("", _text),
     "LOG_LEVEL": ("INFO", _log_level),
     "LOG_FORMAT": ("text", _log_format),
+    "ACCESS_LOG": (False, _bool),
 }
 
 DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}

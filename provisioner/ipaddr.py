@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+from functools import lru_cache
 
 # Python's ipaddress accepts any text after "%" as an IPv6 zone id ("fe80::1%eth0$(reboot)"),
 # and an address may end up in an install config, so a zone is held to what interface names
@@ -13,6 +14,7 @@ class InvalidIP(ValueError):
     """The text is not an IP address in an accepted form."""
 
 
+@lru_cache(maxsize=4096)  # peer addresses repeat on every boot; the function is pure
 def normalize_ip(text: str) -> str:
     """Return ``text`` as a canonical IPv4 or IPv6 address; a zone id must be plain."""
     try:

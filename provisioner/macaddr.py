@@ -1,6 +1,7 @@
 """MAC address parsing: one canonical form, ``aa:bb:cc:dd:ee:ff``."""
 
 import re
+from functools import lru_cache
 
 _SEPARATED = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
 _BARE = re.compile(r"^[0-9a-f]{12}$")
@@ -10,6 +11,11 @@ class InvalidMac(ValueError):
     """The text is not a MAC address in an accepted form."""
 
 
+#: Boots parse the same few hundred MACs over and over; the functions are pure.
+PARSED_CACHE_SIZE = 4096
+
+
+@lru_cache(maxsize=PARSED_CACHE_SIZE)
 def normalize_mac(text: str) -> str:
     """Return ``text`` as lower-case colon-separated MAC; accept ``:``, ``-`` or bare hex."""
     value = text.strip().lower()
@@ -39,6 +45,7 @@ _NOT_A_MACHINE = {
 }
 
 
+@lru_cache(maxsize=PARSED_CACHE_SIZE)
 def machine_mac(text: str) -> str:
     """Return ``text`` as a canonical MAC, refusing addresses no single machine owns:
     all zeros, broadcast and multicast (the low bit of the first octet set)."""

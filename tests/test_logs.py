@@ -21,8 +21,16 @@ def messages(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
     return [record.getMessage() for record in caplog.records if record.name == logger]
 
 
-def test_access_log_has_one_line_per_request_with_tokens_redacted(client, caplog):
+def test_access_log_is_off_unless_asked_for(client, caplog):
+    """Without ``ACCESS_LOG`` requests leave no access-log line (boots still log theirs)."""
+    caplog.set_level(logging.INFO, logger="provisioner")
+    client.get("/api/v1/nodes")
+    assert messages(caplog, "provisioner.access") == []
+
+
+def test_access_log_has_one_line_per_request_with_tokens_redacted(build_app, caplog):
     """Method, path, status and time are logged; a ``?token=`` value never is."""
+    client = build_app(ACCESS_LOG=True).test_client()
     caplog.set_level(logging.INFO, logger="provisioner")
     client.get(f"/api/v1/nodes/{MAC}/config/preseed.cfg?token={SECRET}&x=1")
     client.get("/api/v1/nodes", headers={"Authorization": f"Bearer {SECRET}"})
@@ -105,7 +113,7 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|E
 def test_server_log_keeps_its_format_after_migrating(tmp_path: Path, log_format: str):
     """``serve`` migrates a fresh database in-process, then still logs in its own format
     (alembic.ini's logging config used to replace it: no timestamps)."""
-    with start_server(tmp_path, LOG_FORMAT=log_format) as server:
+    with start_server(tmp_path, LOG_FORMAT=log_format, ACCESS_LOG=True) as server:
         assert server.get(f"/api/v1/boot?mac={MAC}").status == 200
         assert server.get(f"/api/v1/nodes/{MAC}/config/x?token={SECRET}").status >= 400
         server.stop()
