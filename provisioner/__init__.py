@@ -8,31 +8,31 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from provisioner import auth
 from provisioner import cli
 from provisioner import config
-from provisioner import dashboard
 from provisioner import errors
-from provisioner import group_commit
-from provisioner import install_configs
 from provisioner import logs
-from provisioner import metrics
-from provisioner import request_guard
 from provisioner import scheduler
-from provisioner import swagger_ui
-from provisioner import webhooks
-from provisioner.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
-from provisioner.boot.views import bp as boot_bp
-from provisioner.context import SINGLE_READS_KEY
-from provisioner.database import SingleReads
-from provisioner.database import configure_engine
-from provisioner.events_api.views import bp as events_bp
+from provisioner.domain import install_configs
+from provisioner.domain.workflows import WorkflowStore
 from provisioner.extensions import api
 from provisioner.extensions import db
 from provisioner.extensions import migrate
-from provisioner.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
-from provisioner.nodes.views import bp as nodes_bp
-from provisioner.workflows import WorkflowStore
+from provisioner.outbox import webhooks
+from provisioner.store import group_commit
+from provisioner.store.database import SingleReads
+from provisioner.store.database import configure_engine
+from provisioner.web import auth
+from provisioner.web import dashboard
+from provisioner.web import metrics
+from provisioner.web import request_guard
+from provisioner.web import swagger_ui
+from provisioner.web.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
+from provisioner.web.boot.views import bp as boot_bp
+from provisioner.web.context import SINGLE_READS_KEY
+from provisioner.web.events.views import bp as events_bp
+from provisioner.web.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
+from provisioner.web.nodes.views import bp as nodes_bp
 
 #: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
 MAX_BODY_BYTES = 64 * 1024
@@ -107,7 +107,9 @@ def init_extensions(app: Flask) -> None:
     with app.app_context():
         configure_engine(db.engine, app.config["SQLITE_SYNCHRONOUS"])
         app.extensions[SINGLE_READS_KEY] = SingleReads(db.engine)
-    app.extensions["provisioner.workflows"] = WorkflowStore(Path(app.config["WORKFLOWS_DIR"]))
+    app.extensions["provisioner.domain.workflows"] = WorkflowStore(
+        Path(app.config["WORKFLOWS_DIR"])
+    )
     app.extensions[scheduler.EXTENSION_KEY] = scheduler.build_scheduler(app)
     app.extensions["provisioner.jinja"] = install_configs.environment(
         Path(app.config["WORKFLOWS_DIR"])

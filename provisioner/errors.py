@@ -14,12 +14,12 @@ from werkzeug.exceptions import InternalServerError
 from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.exceptions import UnprocessableEntity
 
-from provisioner.api import flatten_errors
-from provisioner.database import is_storage_full
+from provisioner.domain.lifecycle import ConcurrentTransition
+from provisioner.domain.lifecycle import IllegalTransition
 from provisioner.extensions import api
 from provisioner.extensions import db
-from provisioner.lifecycle import ConcurrentTransition
-from provisioner.lifecycle import IllegalTransition
+from provisioner.store.database import is_storage_full
+from provisioner.web.api import flatten_errors
 
 log = logging.getLogger(__name__)
 

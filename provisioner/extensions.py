@@ -4,7 +4,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
-from provisioner.api import ProvisionerApi
+from provisioner.web.api import ProvisionerApi
 
 
 class Base(DeclarativeBase):

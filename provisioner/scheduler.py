@@ -20,19 +20,19 @@ from flask import Flask
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from provisioner.database import is_storage_full
+from provisioner.domain.retention import prune_events
+from provisioner.domain.sweeper import StallRules
+from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.errors import is_unavailable
 from provisioner.extensions import db
-from provisioner.metrics import SWEEP_DURATION
-from provisioner.metrics import SWEEP_LAST_SUCCESS
-from provisioner.process_locks import SchedulerLease
-from provisioner.retention import prune_events
-from provisioner.sweeper import StallRules
-from provisioner.sweeper import sweep_stalled_installs
+from provisioner.outbox.webhook_delivery import DeliverySettings
+from provisioner.outbox.webhook_delivery import deliver_due
+from provisioner.outbox.webhooks import SENDER_KEY
+from provisioner.store.database import is_storage_full
+from provisioner.store.process_locks import SchedulerLease
 from provisioner.timeutil import utcnow
-from provisioner.webhook_delivery import DeliverySettings
-from provisioner.webhook_delivery import deliver_due
-from provisioner.webhooks import SENDER_KEY
+from provisioner.web.metrics import SWEEP_DURATION
+from provisioner.web.metrics import SWEEP_LAST_SUCCESS
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
-from provisioner.auth import startup_warnings
-from provisioner.context import single_reads
 from provisioner.extensions import db
 from provisioner.logs import configure_logging
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
 from provisioner.version import VERSION
+from provisioner.web.auth import startup_warnings
+from provisioner.web.context import single_reads
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 from serverproc import server_environment
 from serverproc import start_server
 
-import provisioner.report_tokens
-import provisioner.tokens
+import provisioner.domain.report_tokens
+import provisioner.domain.tokens
 from provisioner import create_app
 from provisioner.config import ConfigError
 from provisioner.extensions import db
@@ -370,7 +370,7 @@ def compared(monkeypatch) -> list[tuple[str, str]]:
         calls.append((a, b))
         return real(a, b)
 
-    for module in (provisioner.tokens, provisioner.report_tokens):
+    for module in (provisioner.domain.tokens, provisioner.domain.report_tokens):
         monkeypatch.setattr(module.hmac, "compare_digest", recording)
     return calls
 

@@ -9,12 +9,12 @@ from sqlalchemy import func
 from sqlalchemy import select
 
 from provisioner import create_app
-from provisioner.database import write_transaction
+from provisioner.domain.lifecycle import State
 from provisioner.extensions import db
-from provisioner.lifecycle import State
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.serve import upgrade_database
+from provisioner.store.database import write_transaction
 
 MAC = "52:54:00:12:34:56"
 LOCAL_BOOT_STATES = [

@@ -5,11 +5,11 @@ import json
 import pytest
 
 import provisioner.cli.events as cli_events
-from provisioner.database import write_transaction
-from provisioner.events import EventType
-from provisioner.events import record_event
+from provisioner.domain.events import EventType
+from provisioner.domain.events import record_event
 from provisioner.extensions import db
-from provisioner.nodes_repo import find_node
+from provisioner.store.database import write_transaction
+from provisioner.store.nodes_repo import find_node
 
 MAC = "52:54:00:c1:00:01"
 

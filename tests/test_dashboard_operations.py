@@ -14,8 +14,8 @@ from test_dashboard import node_state
 from test_dashboard import press
 from test_dashboard import row_of
 
-from provisioner.lifecycle import STATE_NAMES
-from provisioner.lifecycle import valid_transitions
+from provisioner.domain.lifecycle import STATE_NAMES
+from provisioner.domain.lifecycle import valid_transitions
 from provisioner.timeutil import duration
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import pytest
 
 from provisioner import create_app
-from provisioner.schemas import ReportSchema
+from provisioner.web.schemas import ReportSchema
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "installers.md"

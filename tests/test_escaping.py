@@ -21,16 +21,16 @@ import yaml
 from conftest import EXAMPLE_WORKFLOWS
 from sqlalchemy import update
 
-from provisioner.escaping import preseed_value
-from provisioner.escaping import shell_word
-from provisioner.escaping import yaml_scalar
+from provisioner.domain.escaping import preseed_value
+from provisioner.domain.escaping import shell_word
+from provisioner.domain.escaping import yaml_scalar
+from provisioner.domain.install_configs import environment
+from provisioner.domain.install_configs import render_config
+from provisioner.domain.workflows import WorkflowStore
+from provisioner.domain.workflows import render
+from provisioner.domain.workflows import sample_variables
 from provisioner.extensions import db
-from provisioner.install_configs import environment
-from provisioner.install_configs import render_config
 from provisioner.models import Node
-from provisioner.workflows import WorkflowStore
-from provisioner.workflows import render
-from provisioner.workflows import sample_variables
 
 HOSTNAME = "node-7"
 MAC = "52:54:00:e0:00:01"

@@ -25,9 +25,9 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from sqlalchemy import text
 
 from provisioner import create_app
-from provisioner.events import REPORTED_TYPES
+from provisioner.domain.events import REPORTED_TYPES
+from provisioner.domain.reports import LEGACY_STATUS
 from provisioner.extensions import db
-from provisioner.reports import LEGACY_STATUS
 from provisioner.serve import upgrade_database
 
 TABLES = ("nodes", "node_tags", "node_state_logs", "node_events")

@@ -11,13 +11,13 @@ from sqlalchemy import insert
 from sqlalchemy import text
 from werkzeug.exceptions import Unauthorized
 
-from provisioner.database import defer_write
-from provisioner.events import EventType
-from provisioner.events_api import views
-from provisioner.group_commit import EXTENSION_KEY
-from provisioner.group_commit import GroupWriter
+from provisioner.domain.events import EventType
+from provisioner.domain.reports import Report
 from provisioner.models import NodeTag
-from provisioner.reports import Report
+from provisioner.store.database import defer_write
+from provisioner.store.group_commit import EXTENSION_KEY
+from provisioner.store.group_commit import GroupWriter
+from provisioner.web.events import views
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -130,7 +130,7 @@ def test_a_failing_job_fails_alone_and_its_writes_are_undone(app, client):
 
 @SQLITE
 def test_the_writer_stops_when_idle_and_starts_again(app, client, monkeypatch):
-    monkeypatch.setattr("provisioner.group_commit.IDLE_SECONDS", 0.05)
+    monkeypatch.setattr("provisioner.store.group_commit.IDLE_SECONDS", 0.05)
     node_in_state(client, mac(1), "installing")
     writer = writer_of(app)
     assert writer.submit(insert_tag("a")) == "a"

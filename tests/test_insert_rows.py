@@ -4,11 +4,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from provisioner.database import insert_rows
-from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeEvent
+from provisioner.store.database import insert_rows
+from provisioner.store.database import write_transaction
 
 
 def test_rows_keep_their_values_types_and_order(app, clock):

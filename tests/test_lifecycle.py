@@ -8,17 +8,17 @@ from sqlalchemy import select
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from provisioner.database import write_transaction
+from provisioner.domain.lifecycle import TRANSITIONS
+from provisioner.domain.lifecycle import ConcurrentTransition
+from provisioner.domain.lifecycle import IllegalTransition
+from provisioner.domain.lifecycle import State
+from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.lifecycle import record_install_failure
+from provisioner.domain.lifecycle import transition
 from provisioner.extensions import db
-from provisioner.lifecycle import TRANSITIONS
-from provisioner.lifecycle import ConcurrentTransition
-from provisioner.lifecycle import IllegalTransition
-from provisioner.lifecycle import State
-from provisioner.lifecycle import Trigger
-from provisioner.lifecycle import record_install_failure
-from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
+from provisioner.store.database import write_transaction
 
 #: The table exactly as issue 2 writes it, so the code's table is checked against the spec.
 SPEC_TABLE = {

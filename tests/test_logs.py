@@ -69,7 +69,7 @@ def test_each_boot_logs_the_mac_the_state_and_what_was_served(client, caplog):
     client.get(f"/api/v1/boot?mac={MAC}")
     client.get(f"/api/v1/boot?mac={MAC}")
 
-    assert messages(caplog, "provisioner.booting") == [
+    assert messages(caplog, "provisioner.domain.booting") == [
         f"boot {MAC}: discovered, served local boot (registered)",
         f"boot {MAC}: installing, served installer test-os (attempt 1)",
         f"boot {MAC}: installing, served local boot",
@@ -77,7 +77,7 @@ def test_each_boot_logs_the_mac_the_state_and_what_was_served(client, caplog):
 
 
 def record(**extra: object) -> logging.LogRecord:
-    entry = logging.makeLogRecord({"name": "provisioner.booting", "levelname": "INFO"})
+    entry = logging.makeLogRecord({"name": "provisioner.domain.booting", "levelname": "INFO"})
     entry.msg, entry.args = "boot %s", (MAC,)
     entry.__dict__.update(extra)
     return entry
@@ -92,7 +92,7 @@ def test_json_format_is_one_object_per_line_with_the_fields():
     assert entry | {"ts": None} == {
         "ts": None,
         "level": "INFO",
-        "logger": "provisioner.booting",
+        "logger": "provisioner.domain.booting",
         "msg": f"boot {MAC}",
         "mac": MAC,
         "served": "local boot",
@@ -101,7 +101,7 @@ def test_json_format_is_one_object_per_line_with_the_fields():
 
 def test_text_format_stamps_utc_time():
     line = UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record())
-    assert re.fullmatch(rf"\S+Z INFO provisioner.booting: boot {MAC}", line)
+    assert re.fullmatch(rf"\S+Z INFO provisioner.domain.booting: boot {MAC}", line)
 
 
 #: A text log line as ``provisioner serve`` writes it.
@@ -130,7 +130,7 @@ def test_server_log_keeps_its_format_after_migrating(tmp_path: Path, log_format:
         assert entries[-1]["mac"] == MAC and entries[-1]["state"] == "discovered"
         assert {entry["logger"] for entry in entries} == {
             "provisioner.access",
-            "provisioner.booting",
+            "provisioner.domain.booting",
         }
     assert "Running upgrade" in log  # the migrations did run in this process
     assert SECRET not in log

@@ -2,9 +2,9 @@
 
 import pytest
 
-from provisioner.macaddr import InvalidMac
-from provisioner.macaddr import looks_like_mac
-from provisioner.macaddr import normalize_mac
+from provisioner.domain.macaddr import InvalidMac
+from provisioner.domain.macaddr import looks_like_mac
+from provisioner.domain.macaddr import normalize_mac
 
 CANONICAL = "52:54:00:ab:cd:ef"
 

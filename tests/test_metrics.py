@@ -3,12 +3,12 @@
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from provisioner.database import write_transaction
-from provisioner.events import EventType
-from provisioner.events import record_event
+from provisioner.domain.events import EventType
+from provisioner.domain.events import record_event
 from provisioner.extensions import db
-from provisioner.nodes_repo import find_node
 from provisioner.scheduler import run_sweep
+from provisioner.store.database import write_transaction
+from provisioner.store.nodes_repo import find_node
 
 MAC = "52:54:00:4d:00:01"
 FAILING = "52:54:00:4d:00:02"

@@ -18,14 +18,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import StatementError
 
-from provisioner.database import write_transaction
+from provisioner.domain.lifecycle import State
+from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.lifecycle import transition
 from provisioner.extensions import db
-from provisioner.lifecycle import State
-from provisioner.lifecycle import Trigger
-from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
+from provisioner.store.database import write_transaction
 from provisioner.timeutil import utcnow
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")

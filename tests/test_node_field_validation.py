@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from provisioner.extensions import db
 from provisioner.models import Node
-from provisioner.schemas.fields import MAX_TAGS
+from provisioner.web.schemas.fields import MAX_TAGS
 
 MAC = "52:54:00:d0:00:01"
 

@@ -4,13 +4,13 @@ import pytest
 from sqlalchemy import func
 from sqlalchemy import select
 
-from provisioner.database import write_transaction
+from provisioner.domain.lifecycle import TRANSITIONS
+from provisioner.domain.lifecycle import State
 from provisioner.extensions import db
-from provisioner.lifecycle import TRANSITIONS
-from provisioner.lifecycle import State
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
+from provisioner.store.database import write_transaction
 from provisioner.version import VERSION
 
 MAC = "52:54:00:12:34:56"

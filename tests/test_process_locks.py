@@ -6,10 +6,10 @@ from sqlalchemy.pool import NullPool
 
 from provisioner import scheduler
 from provisioner.extensions import db
-from provisioner.process_locks import SchedulerLease
 from provisioner.scheduler import run_sweep
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
+from provisioner.store.process_locks import SchedulerLease
 
 
 @pytest.fixture

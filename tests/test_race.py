@@ -26,27 +26,27 @@ from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from provisioner import sweeper
-from provisioner.booting import BootRequest
-from provisioner.booting import BootSettings
-from provisioner.booting import answer_boot
-from provisioner.context import single_reads
-from provisioner.database import write_transaction
-from provisioner.events import EventType
+from provisioner.domain import sweeper
+from provisioner.domain.booting import BootRequest
+from provisioner.domain.booting import BootSettings
+from provisioner.domain.booting import answer_boot
+from provisioner.domain.events import EventType
+from provisioner.domain.lifecycle import ConcurrentTransition
+from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.reports import Report
+from provisioner.domain.reports import apply_report
+from provisioner.domain.sweeper import StallRules
+from provisioner.domain.sweeper import handle_stall
+from provisioner.domain.sweeper import stall_of
+from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
-from provisioner.lifecycle import ConcurrentTransition
-from provisioner.lifecycle import Trigger
 from provisioner.models import Node
 from provisioner.models import NodeEvent
 from provisioner.models import NodeStateLog
-from provisioner.nodes_repo import find_node
-from provisioner.reports import Report
-from provisioner.reports import apply_report
 from provisioner.scheduler import run_sweep
-from provisioner.sweeper import StallRules
-from provisioner.sweeper import handle_stall
-from provisioner.sweeper import stall_of
-from provisioner.sweeper import sweep_stalled_installs
+from provisioner.store.database import write_transaction
+from provisioner.store.nodes_repo import find_node
+from provisioner.web.context import single_reads
 
 TIMEOUT_MINUTES = 30
 MAX_ATTEMPTS = 3
@@ -143,7 +143,7 @@ class Race:
         return BootSettings(
             server_url=self.app.config["SERVER_URL"],
             auto_register=True,
-            workflows=self.app.extensions["provisioner.workflows"],
+            workflows=self.app.extensions["provisioner.domain.workflows"],
             rules=self.rules,
         )
 

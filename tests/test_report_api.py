@@ -6,7 +6,7 @@ import dbcheck
 import pytest
 from apihelpers import node_in_state
 
-from provisioner.events import REPORTED_TYPES
+from provisioner.domain.events import REPORTED_TYPES
 
 MAC = "52:54:00:aa:bb:01"
 OTHER_MAC = "52:54:00:aa:bb:02"

@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from provisioner import create_app
+from provisioner.domain.tokens import token_hash
 from provisioner.extensions import db
 from provisioner.serve import upgrade_database
-from provisioner.tokens import token_hash
 
 MAC = "52:54:00:70:00:01"
 OTHER_MAC = "52:54:00:70:00:02"

@@ -6,12 +6,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from provisioner import retention
-from provisioner.database import write_transaction
+from provisioner.domain import retention
+from provisioner.domain.retention import prune_events
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.retention import prune_events
+from provisioner.store.database import write_transaction
 from provisioner.timeutil import utcnow
 
 RETENTION_DAYS = 90

@@ -11,7 +11,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
 from provisioner import scheduler
-from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeEvent
@@ -20,6 +19,7 @@ from provisioner.scheduler import run_prune
 from provisioner.scheduler import run_sweep
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
+from provisioner.store.database import write_transaction
 
 TIMEOUT = 30
 

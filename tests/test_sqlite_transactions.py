@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy import text
 
-from provisioner.context import single_reads
-from provisioner.database import write_transaction
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.serve import close_database
+from provisioner.store.database import write_transaction
+from provisioner.web.context import single_reads
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 

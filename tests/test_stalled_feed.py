@@ -5,11 +5,11 @@ from datetime import timedelta
 
 import pytest
 
-from provisioner.database import write_transaction
+from provisioner.domain.sweeper import StallRules
+from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
 from provisioner.models import Node
-from provisioner.sweeper import StallRules
-from provisioner.sweeper import sweep_stalled_installs
+from provisioner.store.database import write_transaction
 
 TIMEOUT = 30
 MAX_ATTEMPTS = 3

@@ -18,11 +18,11 @@ from sqlalchemy import event
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from provisioner.database import is_storage_full
 from provisioner.errors import STORAGE_FULL_MESSAGE
 from provisioner.extensions import db
-from provisioner.group_commit import EXTENSION_KEY
 from provisioner.scheduler import run_sweep
+from provisioner.store.database import is_storage_full
+from provisioner.store.group_commit import EXTENSION_KEY
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 MAC = "52:54:00:f0:11:01"

@@ -11,17 +11,17 @@ from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioner import sweeper
-from provisioner.database import write_transaction
+from provisioner.domain import sweeper
+from provisioner.domain.lifecycle import ConcurrentTransition
+from provisioner.domain.sweeper import StallRules
+from provisioner.domain.sweeper import handle_stall
+from provisioner.domain.sweeper import stall_of
+from provisioner.domain.sweeper import stalled_condition
+from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
-from provisioner.lifecycle import ConcurrentTransition
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.sweeper import StallRules
-from provisioner.sweeper import handle_stall
-from provisioner.sweeper import stall_of
-from provisioner.sweeper import stalled_condition
-from provisioner.sweeper import sweep_stalled_installs
+from provisioner.store.database import write_transaction
 from provisioner.timeutil import utcnow
 
 TIMEOUT = 30

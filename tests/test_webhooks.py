@@ -20,26 +20,26 @@ from webhookreceiver import WebhookReceiver
 
 from provisioner import create_app
 from provisioner import scheduler
-from provisioner import webhook_delivery
-from provisioner import webhooks
-from provisioner.database import write_transaction
+from provisioner.domain.lifecycle import State
+from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.lifecycle import transition
+from provisioner.domain.sweeper import StallRules
+from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
-from provisioner.lifecycle import State
-from provisioner.lifecycle import Trigger
-from provisioner.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import WebhookDelivery
-from provisioner.sweeper import StallRules
-from provisioner.sweeper import sweep_stalled_installs
-from provisioner.webhook_delivery import DeliverySettings
-from provisioner.webhook_delivery import claim_due
-from provisioner.webhook_delivery import deliver_due
-from provisioner.webhook_delivery import retry_delay
-from provisioner.webhooks import SENDER_KEY
-from provisioner.webhooks import DeliveryFailed
-from provisioner.webhooks import post
-from provisioner.webhooks import render
+from provisioner.outbox import webhook_delivery
+from provisioner.outbox import webhooks
+from provisioner.outbox.webhook_delivery import DeliverySettings
+from provisioner.outbox.webhook_delivery import claim_due
+from provisioner.outbox.webhook_delivery import deliver_due
+from provisioner.outbox.webhook_delivery import retry_delay
+from provisioner.outbox.webhooks import SENDER_KEY
+from provisioner.outbox.webhooks import DeliveryFailed
+from provisioner.outbox.webhooks import post
+from provisioner.outbox.webhooks import render
+from provisioner.store.database import write_transaction
 
 SECRET = "webhook-test-secret"
 URL = "http://hooks.test/provisioner"
@@ -403,7 +403,7 @@ def test_day_old_deliveries_are_dropped_with_a_warning(app, clock, caplog):
     deliver(app, clock, FakeSender(failures=100))
 
     clock.advance(hours=1, seconds=1)
-    with caplog.at_level(logging.WARNING, logger="provisioner.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="provisioner.outbox.webhooks"):
         run = deliver(app, clock, FakeSender())
 
     assert run.dropped == 1
@@ -422,7 +422,7 @@ def test_delivered_rows_are_pruned_silently_after_a_day(app, clock, caplog):
     deliver(app, clock, FakeSender())
 
     clock.advance(days=1, seconds=1)
-    with caplog.at_level(logging.WARNING, logger="provisioner.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="provisioner.outbox.webhooks"):
         run = deliver(app, clock, FakeSender())
 
     assert (run.dropped, outbox(app), caplog.records) == (0, [], [])
@@ -434,7 +434,7 @@ def test_delivery_for_a_receiver_no_longer_configured_is_dropped(app, clock, cap
     app.config["WEBHOOKS"] = [{"url": "http://other.test/", "events": ALL_EVENTS}]
     send = FakeSender()
 
-    with caplog.at_level(logging.WARNING, logger="provisioner.webhooks"):
+    with caplog.at_level(logging.WARNING, logger="provisioner.outbox.webhooks"):
         run = deliver(app, clock, send)
 
     assert (run.dropped, send.calls, outbox(app)) == (1, [], [])

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.workflows import Workflow
-from provisioner.workflows import WorkflowError
-from provisioner.workflows import WorkflowNotFound
-from provisioner.workflows import WorkflowStore
-from provisioner.workflows import boot_files
-from provisioner.workflows import check
-from provisioner.workflows import render
-from provisioner.workflows import sample_variables
+from provisioner.domain.workflows import Workflow
+from provisioner.domain.workflows import WorkflowError
+from provisioner.domain.workflows import WorkflowNotFound
+from provisioner.domain.workflows import WorkflowStore
+from provisioner.domain.workflows import boot_files
+from provisioner.domain.workflows import check
+from provisioner.domain.workflows import render
+from provisioner.domain.workflows import sample_variables
 
 EXAMPLE_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 FIELDS = {

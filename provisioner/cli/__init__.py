@@ -26,14 +26,14 @@ from provisioner.cli.webhooks import webhooks_group
 from provisioner.cli.workflows import workflows_group
 from provisioner.config import ENV_PREFIX
 from provisioner.config import ConfigError
+from provisioner.domain.tokens import HASH_PREFIX
+from provisioner.domain.tokens import new_token
+from provisioner.domain.tokens import token_hash
 from provisioner.serve import CHANNEL_TIMEOUT_SECONDS
 from provisioner.serve import CONNECTION_LIMIT
 from provisioner.serve import ServeError
 from provisioner.serve import serve
 from provisioner.serve import serve_workers
-from provisioner.tokens import HASH_PREFIX
-from provisioner.tokens import new_token
-from provisioner.tokens import token_hash
 from provisioner.version import VERSION
 
 

@@ -6,12 +6,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from provisioner import eventlog
 from provisioner.cli.nodes import _node_or_fail
+from provisioner.domain.stalled_feed import stalled_feed
+from provisioner.domain.sweeper import StallRules
 from provisioner.extensions import db
 from provisioner.models import NodeEvent
-from provisioner.stalled_feed import stalled_feed
-from provisioner.sweeper import StallRules
+from provisioner.store import eventlog
 from provisioner.timeutil import duration
 from provisioner.timeutil import utcnow
 

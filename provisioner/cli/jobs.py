@@ -4,11 +4,11 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from provisioner.domain.retention import count_prunable
+from provisioner.domain.retention import prune_events
+from provisioner.domain.sweeper import StallRules
+from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
-from provisioner.retention import count_prunable
-from provisioner.retention import prune_events
-from provisioner.sweeper import StallRules
-from provisioner.sweeper import sweep_stalled_installs
 from provisioner.timeutil import utcnow
 
 

@@ -9,24 +9,24 @@ from flask import current_app
 from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
-from provisioner import inventory
-from provisioner import workflows
-from provisioner.database import write_transaction
+from provisioner.domain import inventory
+from provisioner.domain import workflows
+from provisioner.domain.inventory import InventoryError
+from provisioner.domain.lifecycle import TransitionError
+from provisioner.domain.macaddr import InvalidMac
+from provisioner.domain.macaddr import machine_mac
 from provisioner.extensions import db
-from provisioner.inventory import InventoryError
-from provisioner.lifecycle import TransitionError
-from provisioner.macaddr import InvalidMac
-from provisioner.macaddr import machine_mac
-from provisioner.nodes_repo import find_by_ref
-from provisioner.schemas import Hostname
-from provisioner.schemas import NodeCreateSchema
-from provisioner.schemas import NodeSchema
-from provisioner.schemas import StateLogSchema
+from provisioner.store.database import write_transaction
+from provisioner.store.nodes_repo import find_by_ref
 from provisioner.timeutil import utcnow
+from provisioner.web.schemas import Hostname
+from provisioner.web.schemas import NodeCreateSchema
+from provisioner.web.schemas import NodeSchema
+from provisioner.web.schemas import StateLogSchema
 
 
 def _workflow_store() -> workflows.WorkflowStore:
-    return current_app.extensions["provisioner.workflows"]
+    return current_app.extensions["provisioner.domain.workflows"]
 
 
 def _node_or_fail(ref: str):

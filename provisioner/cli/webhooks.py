@@ -4,11 +4,11 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from provisioner.outbox.webhook_delivery import receiver_name
+from provisioner.outbox.webhook_delivery import send_sample
+from provisioner.outbox.webhooks import SENDER_KEY
+from provisioner.outbox.webhooks import DeliveryFailed
 from provisioner.timeutil import utcnow
-from provisioner.webhook_delivery import receiver_name
-from provisioner.webhook_delivery import send_sample
-from provisioner.webhooks import SENDER_KEY
-from provisioner.webhooks import DeliveryFailed
 
 
 @click.group("webhooks")

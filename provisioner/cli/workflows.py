@@ -6,9 +6,9 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from provisioner import workflows
 from provisioner.cli.nodes import _workflow_store
-from provisioner.install_configs import check_configs
+from provisioner.domain import workflows
+from provisioner.domain.install_configs import check_configs
 
 
 @click.group("workflows")

@@ -5,8 +5,8 @@ from alembic import context
 from flask import current_app
 from sqlalchemy import text
 
-from provisioner.database import MIGRATION_LOCK
-from provisioner.process_locks import sqlite_file_lock
+from provisioner.store.database import MIGRATION_LOCK
+from provisioner.store.process_locks import sqlite_file_lock
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.

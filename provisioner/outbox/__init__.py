@@ -1,0 +1,1 @@
+"""Webhooks: the outbox rows written with each change, and their delivery."""

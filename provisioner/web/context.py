@@ -1,0 +1,51 @@
+"""Request-time accessors the views share: the clock, the workflow store, the server URL."""
+
+import functools
+from datetime import datetime
+
+from flask import Flask
+from flask import current_app
+from flask import request
+from werkzeug.sansio.utils import get_current_url
+
+from provisioner.domain.ipaddr import valid_ip_or_none
+from provisioner.domain.workflows import WorkflowStore
+from provisioner.store.database import SingleReads
+from provisioner.timeutil import utcnow
+
+#: ``app.extensions`` key of the app's ``SingleReads``.
+SINGLE_READS_KEY = "provisioner.single_reads"
+
+
+def now() -> datetime:
+    """The current time, from the clock a test may inject as ``CLOCK``."""
+    return current_app.config.get("CLOCK", utcnow)()
+
+
+def workflow_store() -> WorkflowStore:
+    """The app's workflow store."""
+    return current_app.extensions["provisioner.domain.workflows"]
+
+
+def single_reads(app: Flask | None = None) -> SingleReads:
+    """The reads outside any transaction (``database.SingleReads``) of ``app``, by default
+    the current one."""
+    return (app or current_app).extensions[SINGLE_READS_KEY]
+
+
+def server_url() -> str:
+    """The base URL nodes should use: ``SERVER_URL``, else the one this request came to."""
+    return current_app.config["SERVER_URL"] or _base_url(request.scheme, request.host)
+
+
+@functools.lru_cache(maxsize=256)
+def _base_url(scheme: str, host: str) -> str:
+    """``request.host_url`` without the slash; its IRI decoding cost a tenth of a boot."""
+    return get_current_url(scheme, host).rstrip("/")
+
+
+def peer_ip() -> str | None:
+    """The client's address (``TRUSTED_PROXIES`` hops of X-Forwarded-For honoured)."""
+    # Held to the node-field rule: it may be stored as a node's ip_address and so reach an
+    # install config (a proxy's X-Forwarded-For is not checked by ProxyFix).
+    return valid_ip_or_none(request.remote_addr)
