@@ -19,7 +19,13 @@ E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
              socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash \
              setpriv:util-linux systemd-analyze:systemd /usr/bin/python3:python3 \
-             /usr/share/doc/python3-venv:python3-venv
+             /usr/share/doc/python3-venv:python3-venv \
+             /usr/sbin/libvirtd:libvirt-daemon-system /usr/bin/virsh:libvirt-clients \
+             /usr/bin/tini:tini /usr/bin/ipmitool:ipmitool
+# What `pip install -e '.[test]'` needs to build libvirt-python (virtualbmc's binding; it has
+# no wheel), installed by `make e2e-deps` before the virtualenv is made.
+E2E_TOOLS += /usr/include/libvirt/libvirt.h:libvirt-dev /usr/bin/pkg-config:pkg-config \
+             /usr/bin/gcc:gcc /usr/include/python3.11/Python.h:python3-dev
 # What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
 E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
 # The load generator the benchmarks drive.
