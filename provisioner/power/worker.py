@@ -10,6 +10,7 @@ process that stopped is failed by the next status refresh of any process.
 import logging
 import threading
 from collections.abc import Iterable
+from concurrent.futures import Future
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -103,11 +104,10 @@ class PowerService:
                 )
             return self._pool
 
-    def submit(self, action_ids: Iterable[int]) -> None:
-        """Hand queued actions (already committed) to the pool."""
+    def submit(self, action_ids: Iterable[int]) -> list[Future]:
+        """Hand queued actions (already committed) to the pool; the CLI waits on the futures."""
         pool = self.pool()
-        for action_id in action_ids:
-            pool.submit(self._run, action_id)
+        return [pool.submit(self._run, action_id) for action_id in action_ids]
 
     def _clock(self):
         return self.app.config.get("CLOCK", utcnow)()
