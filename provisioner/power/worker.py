@@ -19,6 +19,7 @@ from flask import Flask
 from provisioner.database import write_transaction
 from provisioner.domain import power as rules
 from provisioner.extensions import db
+from provisioner.models import Node
 from provisioner.power.base import Deadline
 from provisioner.power.base import PowerError
 from provisioner.power.base import Target
@@ -140,6 +141,24 @@ class PowerService:
         if error:
             log.warning("power %s of node %s failed: %s", started.action, started.node_id, error)
 
+    def netboot_retries(self, node_ids: list[str]) -> int:
+        """After a sweep (POWER_CYCLE_STALLED): netboot each retried node that has power
+        control, so its retry starts without anyone at the machine. Returns how many."""
+        queued = []
+        with self.app.app_context():
+            with write_transaction(db.session):
+                for node_id in node_ids:
+                    node = db.session.get(Node, node_id)
+                    if node is None:
+                        continue
+                    action = rules.reinstall_action(
+                        db.session, node, None, True, "sweeper", self._clock()
+                    )
+                    if action is not None:
+                        queued.append(action.id)
+        self.submit(queued)
+        return len(queued)
+
     def refresh_states(self) -> int:
         """Queue a quiet status check of every BMC-driven node (no action, no event).
 
@@ -203,3 +222,16 @@ def service(app: Flask) -> PowerService:
 
 def init_app(app: Flask) -> None:
     app.extensions[EXTENSION_KEY] = PowerService(app)
+
+
+def after_sweep(app: Flask, retried_ids: list[str]) -> None:
+    """The sweeper's hook, after its transactions committed (POWER_CYCLE_STALLED)."""
+    if app.config["POWER_CYCLE_STALLED"] and retried_ids:
+        count = service(app).netboot_retries(retried_ids)
+        if count:
+            log.info("sweep: %d retried install(s) netbooted through their BMC", count)
+
+
+def run_refresh(app: Flask) -> None:
+    """The scheduler's power-state refresh job."""
+    service(app).refresh_states()
