@@ -73,7 +73,8 @@ def domain_xml(name: str, domain_uuid: str, mac: str, extra_netdev: str | None) 
     commandline = (
         f"<qemu:commandline><qemu:arg value='-netdev'/><qemu:arg value='{extra_netdev}'/>"
         "<qemu:arg value='-device'/>"
-        f"<qemu:arg value='virtio-net-pci,netdev=pxe0,mac={mac}'/></qemu:commandline>"
+        f"<qemu:arg value='virtio-net-pci,netdev=pxe0,mac={mac},bus=pci.0,addr=0x10'/>"
+        "</qemu:commandline>"
         if extra_netdev
         else ""
     )
@@ -89,6 +90,7 @@ def domain_xml(name: str, domain_uuid: str, mac: str, extra_netdev: str | None) 
     {nic}
     <serial type='file'><source path='/tmp/{name}.console'/></serial>
     <graphics type='vnc' port='-1' listen='127.0.0.1'/>
+    <memballoon model='none'/>
   </devices>
   {commandline}
 </domain>"""
@@ -315,3 +317,73 @@ def test_sushy_emulator_wrong_password_is_refused(client, make_domain, sushy_emu
     assert "refused the user name or password" in action["error"]
     assert "Not-The-Password" not in str(events_of(client, node_id))
     assert not domain.isActive()
+
+
+def test_reinstall_with_power_netboots_the_vm_into_installing(make_domain, vbmc, tmp_path):
+    """The whole loop, hands off: reprovision -> pending with power, and the VM does the rest."""
+    from serverproc import ServerProcess
+    from serverproc import sqlite_settings
+    from test_e2e_qemu import FAKE_INITRD
+    from test_e2e_qemu import FAKE_KERNEL
+    from test_e2e_qemu import HOST_FROM_GUEST
+    from test_e2e_qemu import INITRD_PATH
+    from test_e2e_qemu import KERNEL_PATH
+    from test_e2e_qemu import FileServer
+
+    mac = "52:54:00:a1:00:05"
+    with FileServer({KERNEL_PATH: FAKE_KERNEL, INITRD_PATH: FAKE_INITRD}) as files:
+        workflows = tmp_path / "workflows"
+        workflows.mkdir()
+        (workflows / "power-e2e.yaml").write_text(
+            "id: power-e2e\nname: Power E2E\n"
+            f"kernel_path: {files.url_from_guest(KERNEL_PATH)}\n"
+            f"initrd_path: {files.url_from_guest(INITRD_PATH)}\n"
+            "cmdline: console=ttyS0\n"
+        )
+        port = free_port()
+        env = sqlite_settings(
+            tmp_path, WORKFLOWS_DIR=workflows, SERVER_URL=f"http://{HOST_FROM_GUEST}:{port}"
+        )
+        with ServerProcess(env, tmp_path, port=port) as server:
+            bootfile = f"http://{HOST_FROM_GUEST}:{port}/api/v1/ipxe/boot.ipxe"
+            domain = make_domain(mac, extra_netdev=f"user,id=pxe0,bootfile={bootfile}")
+            address = vbmc(domain)
+            status, _, body = server.post_json(
+                "/api/v1/nodes", {"mac_address": mac, "workflow_id": "power-e2e"}
+            )
+            assert status == 201, body
+            node_id = body["data"]["id"]
+            power = {"driver": "ipmi", "address": address, "username": USER, "password": PASSWORD}
+            assert server.patch_json(f"/api/v1/nodes/{node_id}", {"power": power})[0] == 200
+            moved = server.patch_json(
+                f"/api/v1/nodes/{node_id}/state", {"state": "active", "force": True}
+            )
+            assert moved[0] == 200, moved
+            assert (
+                server.patch_json(f"/api/v1/nodes/{node_id}/state", {"state": "reprovision"})[0]
+                == 200
+            )
+            assert not domain.isActive()  # nobody has touched the machine yet
+            status, _, body = server.patch_json(
+                f"/api/v1/nodes/{node_id}/state", {"state": "pending", "power": True}
+            )
+            assert status == 200, body
+
+            def state() -> str:
+                return server.get(f"/api/v1/nodes/{node_id}")[2]["data"]["state"]
+
+            console = Path(f"/tmp/{domain.name()}.console")
+            try:
+                wait_for(lambda: state() == "installing", "the node to be installing", 240)
+            except AssertionError:
+                text = console.read_text(errors="replace")[-3000:] if console.exists() else ""
+                raise AssertionError(
+                    f"state {state()}; console:\n{text}\nserver log:\n{server.log_tail()}"
+                ) from None
+            assert domain.isActive()
+            assert boot_devices(domain) == ["network"]
+            wait_for(lambda: KERNEL_PATH in files.paths(), "iPXE to fetch the kernel", 120)
+            events = server.get(f"/api/v1/nodes/{node_id}/events?limit=100")[2]["data"]
+            assert "power_netboot" in [event["event_type"] for event in events]
+            history = server.get(f"/api/v1/nodes/{node_id}/history")[2]["data"]
+            assert [entry["to_state"] for entry in history][-2:] == ["pending", "installing"]
