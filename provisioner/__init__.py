@@ -33,6 +33,7 @@ from provisioner.extensions import migrate
 from provisioner.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
 from provisioner.nodes.views import bp as nodes_bp
 from provisioner.power import worker as power_worker
+from provisioner.web import dashboard_power  # noqa: F401  (adds its routes to the dashboard)
 from provisioner.web.power import bp as power_bp
 from provisioner.workflows import WorkflowStore
 
