@@ -54,7 +54,11 @@ def _check_address(driver: str, address: str | None) -> str | None:
     if driver == "ipmi" and not _host_port(address):
         return 'Expected the BMC as "host" or "host:port".'
     if driver == "redfish":
-        parts = urlsplit(address)
+        try:
+            parts = urlsplit(address)
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            return "Expected the Redfish system's http(s) URL."
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return "Expected the Redfish system's http(s) URL."
         if parts.username or parts.password or parts.query or parts.fragment:
