@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 STAMP  := $(VENV)/.installed
+LAB_STAMP := $(VENV)/.lab-installed
 
 # Tests that drive real clients (QEMU, Chromium, curl...) or several server processes.
 SLOW_TESTS := e2e or slow
@@ -19,7 +20,13 @@ E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
              socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash \
              setpriv:util-linux systemd-analyze:systemd /usr/bin/python3:python3 \
-             /usr/share/doc/python3-venv:python3-venv
+             /usr/share/doc/python3-venv:python3-venv \
+             /usr/sbin/libvirtd:libvirt-daemon-system /usr/bin/virsh:libvirt-clients \
+             /usr/bin/tini:tini /usr/bin/ipmitool:ipmitool
+# What `pip install -e '.[test]'` needs to build libvirt-python (virtualbmc's binding; it has
+# no wheel), installed by `make e2e-deps` before the virtualenv is made.
+E2E_TOOLS += /usr/include/libvirt/libvirt.h:libvirt-dev /usr/bin/pkg-config:pkg-config \
+             /usr/bin/gcc:gcc /usr/include/python3.11/Python.h:python3-dev
 # What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
 E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
 # The load generator the benchmarks drive.
@@ -56,6 +63,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# The `lab` extra (virtualbmc, libvirt-python) builds against libvirt-dev (make e2e-deps).
+$(LAB_STAMP): $(STAMP)
+	@if pkg-config --exists libvirt 2>/dev/null; then \
+	  $(BIN)/python -m pip install --quiet -e '.[test,lab]' && touch $@; \
+	else echo "libvirt-dev missing (make e2e-deps): the virtualbmc tests will skip"; fi
+
 run: $(STAMP)
 	$(BIN)/provisioner db upgrade
 	$(BIN)/provisioner serve --host $(HOST) --port $(PORT)
@@ -68,7 +81,7 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint e2e-deps $(LAB_STAMP)
 	$(BIN)/python -m pytest
 
 test-fast: lint

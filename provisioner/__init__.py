@@ -19,6 +19,7 @@ from provisioner.extensions import api
 from provisioner.extensions import db
 from provisioner.extensions import migrate
 from provisioner.outbox import webhooks
+from provisioner.power import worker as power_worker
 from provisioner.store import group_commit
 from provisioner.store.database import SingleReads
 from provisioner.store.database import configure_engine
@@ -33,6 +34,7 @@ from provisioner.web.context import SINGLE_READS_KEY
 from provisioner.web.events.views import bp as events_bp
 from provisioner.web.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
 from provisioner.web.nodes.views import bp as nodes_bp
+from provisioner.web.power import bp as power_bp
 
 #: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
 MAX_BODY_BYTES = 64 * 1024
@@ -104,6 +106,7 @@ def init_extensions(app: Flask) -> None:
     webhooks.init_app(app)
     group_commit.init_app(app)
     dashboard.init_app(app)
+    power_worker.init_app(app)
     with app.app_context():
         configure_engine(db.engine, app.config["SQLITE_SYNCHRONOUS"])
         app.extensions[SINGLE_READS_KEY] = SingleReads(db.engine)
@@ -118,7 +121,7 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the node, boot and event APIs."""
-    for blueprint in (nodes_bp, boot_bp, events_bp):
+    for blueprint in (nodes_bp, boot_bp, events_bp, power_bp):
         api.register_blueprint(blueprint)
 
 

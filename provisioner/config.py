@@ -195,6 +195,16 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "LOG_LEVEL": ("INFO", _log_level),
     "LOG_FORMAT": ("text", _log_format),
     "ACCESS_LOG": (False, _bool),
+    # Power control (docs/power.md).
+    "POWER_KEY": ("", _text),
+    "POWER_KEY_FILE": ("", _text),
+    "POWER_TIMEOUT_SECONDS": (20.0, _number(float, 0, above=True)),
+    "POWER_WORKERS": (8, _number(int, 1)),
+    "POWER_IPMITOOL": ("ipmitool", _text),
+    "POWER_REDFISH_VERIFY_TLS": (True, _bool),
+    "POWER_ON_REPROVISION": (False, _bool),
+    "POWER_CYCLE_STALLED": (False, _bool),
+    "POWER_STATUS_INTERVAL_SECONDS": (300.0, _number(float, 0)),
 }
 
 DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}
@@ -205,7 +215,7 @@ def parse_value(key: str, value: Any) -> Any:
     try:
         return SETTINGS[key][1](value)
     except ValueError as exc:
-        secret = key.endswith("TOKENS") or key in {"SECRET_KEY", "WEBHOOKS"}
+        secret = key.endswith("TOKENS") or key in {"SECRET_KEY", "WEBHOOKS", "POWER_KEY"}
         shown = "<hidden>" if secret else repr(value)
         raise ConfigError(f"config key {key}: {exc} (got {shown})") from None
 

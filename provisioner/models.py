@@ -207,3 +207,47 @@ class WebhookDelivery(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class NodePower(db.Model):
+    """How the server reaches a node's power control (its BMC, or Wake-on-LAN).
+
+    One row per node that has a driver other than ``manual`` (no row means ``manual``). The
+    password is a Fernet token made with a key kept outside the database
+    (``provisioner.power.secrets``); no API, page, log or webhook ever shows it.
+    """
+
+    __tablename__ = "node_power"
+
+    node_id: Mapped[str] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True
+    )
+    driver: Mapped[str] = mapped_column(String(16))
+    address: Mapped[str] = mapped_column(String(512))
+    username: Mapped[str | None] = mapped_column(String(255))
+    password_encrypted: Mapped[str | None] = mapped_column(Text)
+    # The last state a status check or action saw ("on", "off"), and when.
+    power_state: Mapped[str | None] = mapped_column(String(16))
+    power_state_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PowerAction(db.Model):
+    """One requested power action (on, off, cycle, status, pxe, netboot) and its outcome."""
+
+    __tablename__ = "power_actions"
+    __table_args__ = (
+        Index("ix_power_actions_node_id_id", "node_id", "id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[str] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    action: Mapped[str] = mapped_column(String(16))
+    # queued -> running -> succeeded | failed
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    requested_by: Mapped[str] = mapped_column(String(20))
+    result: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -28,6 +28,7 @@ from provisioner.extensions import db
 from provisioner.outbox.webhook_delivery import DeliverySettings
 from provisioner.outbox.webhook_delivery import deliver_due
 from provisioner.outbox.webhooks import SENDER_KEY
+from provisioner.power import worker as power_worker
 from provisioner.store.database import is_storage_full
 from provisioner.store.process_locks import SchedulerLease
 from provisioner.timeutil import utcnow
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 SWEEP_JOB_ID = "sweep_stalled_installs"
 PRUNE_JOB_ID = "prune_events"
 WEBHOOK_JOB_ID = "deliver_webhooks"
+POWER_JOB_ID = "refresh_power_states"
 EXTENSION_KEY = "provisioner.scheduler"
 LEASE_KEY = "provisioner.scheduler_lease"
 
@@ -74,6 +76,8 @@ def run_sweep(app: Flask) -> None:
         result = sweep_stalled_installs(db.session, StallRules.from_config(app.config), clock())
         SWEEP_DURATION.observe(result.seconds)
         SWEEP_LAST_SUCCESS.set_to_current_time()
+        # After the sweep's transactions committed: queue netboots, BMC calls in the pool.
+        power_worker.after_sweep(app, result.retried_ids)
 
 
 def run_prune(app: Flask) -> None:
@@ -88,6 +92,13 @@ def run_prune(app: Flask) -> None:
             heartbeat_keep=app.config["HEARTBEAT_KEEP_PER_NODE"],
             now=clock(),
         )
+
+
+def run_power_refresh(app: Flask) -> None:
+    """Refresh the last known power state of BMC-driven nodes (calls run in the pool)."""
+    with _skipped_while_database_unavailable("power refresh"):
+        if _runs_jobs(app):
+            power_worker.run_refresh(app)
 
 
 def run_webhook_delivery(app: Flask) -> None:
@@ -125,6 +136,14 @@ def build_scheduler(app: Flask) -> BackgroundScheduler:
         args=[app],
         next_run_time=started + timedelta(minutes=5),
     )
+    if app.config["POWER_STATUS_INTERVAL_SECONDS"]:
+        scheduler.add_job(
+            run_power_refresh,
+            "interval",
+            seconds=app.config["POWER_STATUS_INTERVAL_SECONDS"],
+            id=POWER_JOB_ID,
+            args=[app],
+        )
     if app.config["WEBHOOKS"]:
         scheduler.add_job(
             run_webhook_delivery,

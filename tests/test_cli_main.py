@@ -20,6 +20,7 @@ PRODUCT_COMMANDS = {
     "db",
     "events",
     "nodes",
+    "power",
     "prune",
     "serve",
     "stalled",

@@ -72,12 +72,16 @@ def node_state(app, node_id: str) -> tuple[str, int]:
 
 
 def test_factory_builds_a_scheduler_it_does_not_start(app):
-    """create_app holds a BackgroundScheduler with both jobs, not running."""
+    """create_app holds a BackgroundScheduler with its jobs, not running."""
     built = the_scheduler(app)
 
     assert isinstance(built, BackgroundScheduler)
     assert not built.running
-    assert {job.id for job in built.get_jobs()} == {"sweep_stalled_installs", "prune_events"}
+    assert {job.id for job in built.get_jobs()} == {
+        "sweep_stalled_installs",
+        "prune_events",
+        "refresh_power_states",  # POWER_STATUS_INTERVAL_SECONDS (docs/power.md)
+    }
 
 
 @settings(SWEEP_INTERVAL_SECONDS="0.5")

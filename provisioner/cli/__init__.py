@@ -22,6 +22,7 @@ from provisioner.cli.events import stalled_command
 from provisioner.cli.jobs import prune_command
 from provisioner.cli.jobs import sweep_command
 from provisioner.cli.nodes import nodes_group
+from provisioner.cli.power import power_command
 from provisioner.cli.webhooks import webhooks_group
 from provisioner.cli.workflows import workflows_group
 from provisioner.config import ENV_PREFIX
@@ -59,6 +60,7 @@ APP_COMMANDS = (
     events_command,
     stalled_command,
     webhooks_group,
+    power_command,
 )
 
 
@@ -255,6 +257,13 @@ EXAMPLES = {
     "events": ["provisioner events web1 --limit 50", "provisioner events web1 --follow"],
     "stalled": ["provisioner stalled"],
     "webhooks test": ["provisioner webhooks test"],
+    "power": [
+        "provisioner power web1 status",
+        "provisioner power web1 netboot",
+        "provisioner power --tag rack42 off",
+        "PROVISIONER_BMC_PASSWORD=... provisioner power web1 set --driver ipmi "
+        "--address 10.0.0.5 --username admin",
+    ],
 }
 
 

@@ -10,12 +10,14 @@ from flask.cli import with_appcontext
 from marshmallow import ValidationError
 
 from provisioner.domain import inventory
+from provisioner.domain import power as power_rules
 from provisioner.domain import workflows
 from provisioner.domain.inventory import InventoryError
 from provisioner.domain.lifecycle import TransitionError
 from provisioner.domain.macaddr import InvalidMac
 from provisioner.domain.macaddr import machine_mac
 from provisioner.extensions import db
+from provisioner.power.worker import service
 from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_by_ref
 from provisioner.timeutil import utcnow
@@ -23,6 +25,13 @@ from provisioner.web.schemas import Hostname
 from provisioner.web.schemas import NodeCreateSchema
 from provisioner.web.schemas import NodeSchema
 from provisioner.web.schemas import StateLogSchema
+from provisioner.web.schemas.power import PowerSettingsSchema
+
+
+def configure_power(session, node, spec: dict[str, Any]) -> None:
+    """Store an imported row's power settings (the password encrypted)."""
+    box = service(current_app).box() if spec.get("password") else None
+    power_rules.configure(session, node, spec, box, utcnow())
 
 
 def _workflow_store() -> workflows.WorkflowStore:
@@ -146,6 +155,11 @@ IMPORT_COLUMNS = (
     "model",
     "serial_number",
     "ip_address",
+    # Power control (docs/power.md); power_password is encrypted as it is stored.
+    "power_driver",
+    "power_address",
+    "power_username",
+    "power_password",
 )
 
 
@@ -157,7 +171,14 @@ def _import_row(row: dict[str, str]) -> dict[str, Any]:
         raise ValidationError({unknown[0]: ["Unknown column."]})
     if "tags" in raw:
         raw["tags"] = [tag.strip() for tag in raw["tags"].split(";") if tag.strip()]
-    return NodeCreateSchema().load(raw)
+    power = {key[6:]: raw.pop(key) for key in list(raw) if key.startswith("power_")}
+    fields = NodeCreateSchema().load(raw)
+    if power:
+        try:
+            fields["power"] = PowerSettingsSchema().load(power)
+        except ValidationError as exc:
+            raise ValidationError({"power": exc.messages}) from None
+    return fields
 
 
 @nodes_group.command("import")
@@ -167,8 +188,9 @@ def nodes_import(csv_file) -> None:
     """Register nodes from a CSV file with a header row.
 
     Columns: mac_address (required), hostname, workflow_id, tags (separated by ``;``),
-    vendor, model, serial_number, ip_address. Rows that fail are reported and skipped;
-    the exit status is 1 if any did.
+    vendor, model, serial_number, ip_address, and power_driver, power_address,
+    power_username, power_password (docs/power.md; delete the file once imported). Rows
+    that fail are reported and skipped; the exit status is 1 if any did.
     """
     rows = list(csv.DictReader(csv_file))
     problems: list[str] = []
@@ -177,8 +199,11 @@ def nodes_import(csv_file) -> None:
         for line, row in enumerate(bar, start=2):
             try:
                 fields = _import_row(row)
+                power = fields.pop("power", None)
                 with write_transaction(db.session):
-                    inventory.create_node(db.session, fields, _workflow_store(), utcnow())
+                    node = inventory.create_node(db.session, fields, _workflow_store(), utcnow())
+                    if power is not None:
+                        configure_power(db.session, node, power)
                 created += 1
             except ValidationError as exc:
                 problems.append(f"line {line}: {_one_line(exc.messages)}")

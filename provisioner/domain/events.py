@@ -36,6 +36,16 @@ class EventType(StrEnum):
     HEARTBEAT = "heartbeat"
     INSTALL_TIMEOUT = "install_timeout"
     DISCOVERED = "discovered"
+    # Power control (provisioner.domain.power): requests, results, settings changes.
+    POWER_REQUESTED = "power_requested"
+    POWER_ON = "power_on"
+    POWER_OFF = "power_off"
+    POWER_CYCLE = "power_cycle"
+    POWER_STATUS = "power_status"
+    POWER_PXE = "power_pxe"
+    POWER_NETBOOT = "power_netboot"
+    POWER_FAILED = "power_failed"
+    POWER_CONFIGURED = "power_configured"
 
 
 class EventStatus(StrEnum):

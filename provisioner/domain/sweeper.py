@@ -12,6 +12,7 @@ guarded update in ``lifecycle.transition`` makes sure only the first one is appl
 import logging
 import time
 from dataclasses import dataclass
+from dataclasses import field
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
@@ -168,6 +169,8 @@ class SweepResult:
     failed: int = 0
     batches: int = 0
     seconds: float = 0.0
+    #: Nodes sent back to pending for a retry (POWER_CYCLE_STALLED power-cycles them).
+    retried_ids: list[str] = field(default_factory=list)
 
 
 _CANDIDATE_COLUMNS = (
@@ -218,6 +221,8 @@ def _sweep_batch(session: Session, rules: StallRules, now: datetime, result: Swe
         for move in moved:
             result.timed_out += 1
             result.retried += move.to_state == State.PENDING
+            if move.to_state == State.PENDING:
+                result.retried_ids.append(move.node_id)
             result.failed += move.to_state == State.INSTALL_FAILED
         insert_events(
             session,

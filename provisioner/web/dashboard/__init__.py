@@ -1,7 +1,8 @@
 """The web dashboard: server-rendered pages for operators, live through polled fragments.
 
 ``views`` holds the pages, ``actions`` the operator's buttons, ``access`` who may see and
-press them (the API's token rules, through a signed session cookie).
+press them (the API's token rules, through a signed session cookie), ``power`` the
+power buttons.
 """
 
 from flask import Flask
@@ -9,6 +10,7 @@ from flask import Flask
 from provisioner.web.dashboard import access
 from provisioner.web.dashboard import actions  # noqa: F401  (adds its routes to bp)
 from provisioner.web.dashboard import filters
+from provisioner.web.dashboard import power  # noqa: F401  (adds its routes to bp)
 from provisioner.web.dashboard.views import bp
 
 

@@ -19,6 +19,7 @@ from provisioner.store.database import storage_full
 from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_by_ref
 from provisioner.version import VERSION
+from provisioner.web import power as power_web
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
 from provisioner.web.context import now
@@ -93,11 +94,14 @@ class NodeItem(MethodView):
     @bp.arguments(NodeUpdateSchema())
     @bp.response(200, NodeEnvelope)
     def patch(self, fields: dict[str, Any], ref: str):
-        """Change a node's workflow, hostname or hardware facts."""
+        """Change a node's workflow, hostname, hardware facts or power settings."""
+        power_spec = fields.pop("power", None)
         try:
             with write_transaction(db.session):
                 node = get_node_or_404(ref, for_update=True)
                 inventory.update_node(node, fields, workflow_store(), now())
+                if power_spec is not None:
+                    power_web.configure(node, power_spec)
         except InventoryError as exc:
             inventory_error(exc)
         return ok(node, "Node updated")
@@ -127,6 +131,8 @@ def change_state(args: dict[str, Any], ref: str):
             comment=args.get("comment"),
             force=args["force"],
         )
+        netboot = power_web.after_state_change(node, args.get("power"))
+    power_web.submit(netboot)
     return ok(node, f"State changed from {previous} to {node.state}")
 
 

@@ -20,6 +20,7 @@ from provisioner.web.schemas.fields import envelope
 from provisioner.web.schemas.fields import list_envelope
 from provisioner.web.schemas.fields import tag_list
 from provisioner.web.schemas.fields import text
+from provisioner.web.schemas.power import PowerSettingsSchema
 
 
 class HardwareFields(Schema):
@@ -45,6 +46,8 @@ class NodeUpdateSchema(HardwareFields):
     workflow_id = fields.String(validate=validate.Regexp(WORKFLOW_ID), allow_none=True)
     arch = text(32, allow_none=True)
     boot_mode = fields.String(validate=validate.OneOf(["bios", "uefi"]), allow_none=True)
+    # Power control (docs/power.md); the password is write-only.
+    power = fields.Nested(PowerSettingsSchema)
 
 
 class LastEventSchema(Schema):
@@ -88,6 +91,8 @@ class StateChangeSchema(Schema):
     state = fields.String(required=True, validate=validate.OneOf(STATES))
     comment = text(4096, allow_none=True)
     force = fields.Boolean(load_default=False)
+    # With a move to pending: boot from the network once and power-cycle (docs/power.md).
+    power = fields.Boolean(allow_none=True)
 
 
 class StateLogSchema(Schema):

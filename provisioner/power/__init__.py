@@ -1,0 +1,1 @@
+"""Power control: drive a node's BMC (IPMI, Redfish) or wake it (Wake-on-LAN)."""
