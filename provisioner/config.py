@@ -195,6 +195,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "LOG_LEVEL": ("INFO", _log_level),
     "LOG_FORMAT": ("text", _log_format),
     "ACCESS_LOG": (False, _bool),
+    "PXE": (False, _bool),
+    "PXE_INTERFACE": ("", _text),
+    "PXE_IPXE_DIR": ("/usr/lib/ipxe", _text),
+    "PXE_DNSMASQ": ("dnsmasq", _text),
+    "PXE_CHAINLOAD_IPXE_ROM": (False, _bool),
 }
 
 DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}

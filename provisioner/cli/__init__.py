@@ -22,6 +22,7 @@ from provisioner.cli.events import stalled_command
 from provisioner.cli.jobs import prune_command
 from provisioner.cli.jobs import sweep_command
 from provisioner.cli.nodes import nodes_group
+from provisioner.cli.pxe import pxe_group
 from provisioner.cli.webhooks import webhooks_group
 from provisioner.cli.workflows import workflows_group
 from provisioner.config import ENV_PREFIX
@@ -59,6 +60,7 @@ APP_COMMANDS = (
     events_command,
     stalled_command,
     webhooks_group,
+    pxe_group,
 )
 
 
@@ -103,6 +105,7 @@ def register(app: Flask) -> None:
 )
 @click.option("--cpu-index", default=None, type=click.IntRange(0), hidden=True)
 @click.option("--no-migrate", is_flag=True, hidden=True)
+@click.option("--no-pxe", is_flag=True, hidden=True)
 @click.option(
     "--config", metavar="FILE", callback=_use_config_file, expose_value=False, is_eager=True
 )
@@ -117,6 +120,7 @@ def serve_command(
     pin_cpu: bool,
     cpu_index: int | None,
     no_migrate: bool,
+    no_pxe: bool,
 ) -> None:
     """Migrate the database, start the scheduler and serve with waitress.
 
@@ -149,6 +153,7 @@ def serve_command(
             migrate=not no_migrate,
             pin_cpu=pin_cpu,
             cpu_index=cpu_index,
+            pxe=not no_pxe,
         )
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -255,6 +260,10 @@ EXAMPLES = {
     "events": ["provisioner events web1 --limit 50", "provisioner events web1 --follow"],
     "stalled": ["provisioner stalled"],
     "webhooks test": ["provisioner webhooks test"],
+    "pxe config": [
+        "provisioner pxe config > /etc/provisioner/pxe-dnsmasq.conf",
+        "provisioner pxe config --interface eth1 --port 8080",
+    ],
 }
 
 
