@@ -19,7 +19,7 @@ E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
              socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash \
              setpriv:util-linux systemd-analyze:systemd /usr/bin/python3:python3 \
-             /usr/share/doc/python3-venv:python3-venv
+             /usr/share/doc/python3-venv:python3-venv /usr/lib/ipxe/undionly.kpxe:ipxe
 # What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
 E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
 # The load generator the benchmarks drive.

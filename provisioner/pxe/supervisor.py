@@ -5,8 +5,9 @@ thread reads line by line into the ``provisioner.pxe.dnsmasq`` logger. It counts
 it logs ``started``, which it does after binding its sockets; a dnsmasq that exits before
 that (port 67 taken, no permission, no such interface) stops ``serve`` with one line that
 says what to do. Once up, a dnsmasq that exits is logged and started again, after a delay
-that doubles while it keeps failing. The child gets SIGTERM if ``serve`` dies, so a killed
-server leaves no dnsmasq holding the ports.
+that doubles while it keeps failing. The child is asked for SIGTERM should ``serve`` die
+(``PR_SET_PDEATHSIG``); a dnsmasq started as root drops to ``nobody``, which clears that, so
+there it is the service manager that ends both (systemd's control group).
 """
 
 import collections
