@@ -21,6 +21,7 @@ PRODUCT_COMMANDS = {
     "events",
     "nodes",
     "prune",
+    "pxe",
     "serve",
     "stalled",
     "sweep",
