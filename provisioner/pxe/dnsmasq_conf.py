@@ -152,8 +152,12 @@ def plan_from_config(config: Mapping[str, Any], port: int) -> PxePlan:
 
 def render(plan: PxePlan) -> str:
     """The dnsmasq configuration file for ``plan``."""
-    network = plan.address.network
-    lines = [
+    return "\n".join([*_instance_lines(plan), "", *_proxy_lines(plan), "", *_boot_lines(plan)])
+
+
+def _instance_lines(plan: PxePlan) -> list[str]:
+    """What makes this dnsmasq an instance of its own: no DNS, one interface, no files."""
+    return [
         "# dnsmasq as provisioner's proxy DHCP + TFTP server (provisioner pxe config).",
         "# Run it as an instance of its own: dnsmasq --keep-in-foreground --conf-file=THIS",
         "# (with an existing dnsmasq, merge the lines from dhcp-range on).",
@@ -162,13 +166,23 @@ def render(plan: PxePlan) -> str:
         f"interface={plan.interface}",
         "leasefile-ro",
         "pid-file=",
-        "",
+    ]
+
+
+def _proxy_lines(plan: PxePlan) -> list[str]:
+    network = plan.address.network
+    return [
         f"# Boot information only, for PXE clients on {network}: addresses stay with the",
         "# LAN's own DHCP server.",
         f"dhcp-range={network.network_address},proxy,{network.netmask}",
         "enable-tftp",
         f"tftp-root={plan.tftp_root}",
-        "",
+    ]
+
+
+def _boot_lines(plan: PxePlan) -> list[str]:
+    """Who gets what: tags from the user and vendor classes, then the boot files."""
+    lines = [
         "# iPXE (user class iPXE) gets the chain script over HTTP; every other PXE client",
         "# gets an iPXE build over TFTP for its architecture (option 93).",
         "dhcp-userclass=set:ipxe,iPXE",
@@ -183,13 +197,12 @@ def render(plan: PxePlan) -> str:
         "tag-if=set:firststage,tag:!ipxe",
         "tag-if=set:chain,tag:!firststage",
         # The next-server address makes iPXE take this answer as it is, without a
-        # ProxyDHCP request to port 4011 that would come back without it.
+        # ProxyDHCP request to port 4011, whose answer (without one) it would refuse.
         f"dhcp-boot=tag:chain,{plan.chain_url},,{plan.address.ip}",
     ]
-    for boot in plan.boot_files:
-        lines.append(
-            f'pxe-service=tag:firststage,{boot.arch},"provisioner: iPXE for {boot.label}",'
-            f"{boot.name}"
-        )
+    lines += [
+        f'pxe-service=tag:firststage,{boot.arch},"provisioner: iPXE for {boot.label}",{boot.name}'
+        for boot in plan.boot_files
+    ]
     lines += [f"# no iPXE build for {label} in {plan.tftp_root}" for label in plan.missing]
-    return "\n".join(lines) + "\n"
+    return [*lines, ""]

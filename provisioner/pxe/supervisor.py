@@ -158,6 +158,26 @@ class DnsmasqSupervisor:
 
     def _run_once(self) -> str | None:
         """Start one dnsmasq and wait for it to be up; the reason if it is not."""
+        process = self._spawn()
+        if process is None:
+            return None
+        deadline = time.monotonic() + self.start_timeout
+        while not self._started.wait(0.05):
+            if process.poll() is not None:
+                if self._reader is not None:
+                    self._reader.join(STOP_TIMEOUT_SECONDS)  # every line it wrote is read
+                return explain_failure(list(self._tail), self.interface)
+            if time.monotonic() > deadline:
+                _end(process)
+                return (
+                    f"PXE on PXE_INTERFACE={self.interface}: dnsmasq did not start within "
+                    f"{self.start_timeout:g} s"
+                )
+        log.info("PXE: dnsmasq %d serves proxy DHCP and TFTP on %s", process.pid, self.interface)
+        return None
+
+    def _spawn(self) -> subprocess.Popen[str] | None:
+        """Start dnsmasq and the thread that reads its output (nothing once stopping)."""
         with self._lock:
             if self._stopping.is_set():
                 return None
@@ -172,24 +192,11 @@ class DnsmasqSupervisor:
                 errors="replace",
                 preexec_fn=_die_with_parent,
             )
-            process = self._process
             self._reader = threading.Thread(
-                target=self._forward, args=(process,), name="pxe-dnsmasq-log", daemon=True
+                target=self._forward, args=(self._process,), name="pxe-dnsmasq-log", daemon=True
             )
             self._reader.start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._started.wait(0.05):
-            if process.poll() is not None:
-                self._reader.join(STOP_TIMEOUT_SECONDS)  # every line it wrote is read
-                return explain_failure(list(self._tail), self.interface)
-            if time.monotonic() > deadline:
-                _end(process)
-                return (
-                    f"PXE on PXE_INTERFACE={self.interface}: dnsmasq did not start within "
-                    f"{self.start_timeout:g} s"
-                )
-        log.info("PXE: dnsmasq %d serves proxy DHCP and TFTP on %s", process.pid, self.interface)
-        return None
+            return self._process
 
     def _forward(self, process: subprocess.Popen[str]) -> None:
         """Copy dnsmasq's output into the log, one record per line."""
