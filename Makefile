@@ -20,7 +20,7 @@ E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
              /usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux:debian-installer-12-netboot-amd64 \
              socat:socat /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf dash:dash \
              setpriv:util-linux systemd-analyze:systemd /usr/bin/python3:python3 \
-             /usr/share/doc/python3-venv:python3-venv \
+             /usr/share/doc/python3-venv:python3-venv /usr/lib/ipxe/undionly.kpxe:ipxe \
              /usr/sbin/libvirtd:libvirt-daemon-system /usr/bin/virsh:libvirt-clients \
              /usr/bin/tini:tini /usr/bin/ipmitool:ipmitool
 # What `pip install -e '.[test]'` needs to build libvirt-python (virtualbmc's binding; it has

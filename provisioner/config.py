@@ -205,6 +205,11 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "POWER_ON_REPROVISION": (False, _bool),
     "POWER_CYCLE_STALLED": (False, _bool),
     "POWER_STATUS_INTERVAL_SECONDS": (300.0, _number(float, 0)),
+    "PXE": (False, _bool),
+    "PXE_INTERFACE": ("", _text),
+    "PXE_IPXE_DIR": ("/usr/lib/ipxe", _text),
+    "PXE_DNSMASQ": ("dnsmasq", _text),
+    "PXE_CHAINLOAD_IPXE_ROM": (False, _bool),
 }
 
 DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}

@@ -21,6 +21,8 @@ from waitress.task import ErrorTask
 
 from provisioner.extensions import db
 from provisioner.logs import configure_logging
+from provisioner.pxe.dnsmasq_conf import PxeError
+from provisioner.pxe.supervisor import start_pxe
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
 from provisioner.version import VERSION
@@ -224,8 +226,10 @@ def serve(
     migrate: bool = True,
     pin_cpu: bool = True,
     cpu_index: int | None = None,
+    pxe: bool = True,
 ) -> None:
-    """Serve ``app`` until SIGINT or SIGTERM; with ``pin_cpu``, on one CPU (``pin_to_one_cpu``)."""
+    """Serve ``app`` until SIGINT or SIGTERM; with ``pin_cpu``, on one CPU (``pin_to_one_cpu``);
+    with ``pxe`` and ``PXE = true``, with a proxy DHCP + TFTP server (dnsmasq) beside it."""
     configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
     # waitress warns "Task queue depth is N" for every request that finds all threads busy:
     # under a boot storm that is one log line per request, written while holding the lock
@@ -238,6 +242,7 @@ def serve(
     )
     cpu = pin_to_one_cpu(cpu_index) if pin_cpu else None
     connections = raise_open_file_limit(connection_limit)
+    pxe_server = _start_pxe(app, host, port) if pxe else None
     print(
         f"provisioner: serving on http://{host}:{port}/ "
         f"(database {describe_database(app)}, workflows {app.config['WORKFLOWS_DIR']}"
@@ -279,8 +284,19 @@ def serve(
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     finally:
         stop_scheduler(app)
+        if pxe_server is not None:
+            pxe_server.stop()
         close_database(app)
         log.info("provisioner: stopped")
+
+
+def _start_pxe(app: Flask, host: str, port: int) -> Any:
+    """Start the PXE service (``provisioner.pxe``) if configured; a ``ServeError`` if it fails."""
+    try:
+        return start_pxe(app.config, app.instance_path, host, port)
+    except PxeError as exc:
+        close_database(app)
+        raise ServeError(str(exc)) from None
 
 
 def serve_workers(
@@ -302,11 +318,13 @@ def serve_workers(
     to them and waits for all of them.
     """
     upgrade_database(app)
+    configure_logging(app.config["LOG_LEVEL"], app.config["LOG_FORMAT"])
+    pxe_server = _start_pxe(app, host, port)  # one dnsmasq, in this process
     command = [sys.executable, "-c", "from provisioner.cli import main; main()", "serve"]
     command += ["--host", host, "--port", str(port), "--threads", str(threads)]
     command += ["--connection-limit", str(connection_limit)]
     command += ["--channel-timeout", str(channel_timeout)]
-    command += ["--reuse-port", "--no-migrate"]
+    command += ["--reuse-port", "--no-migrate", "--no-pxe"]
     children = [
         subprocess.Popen(command + ([f"--cpu-index={n}"] if pin_cpu else ["--no-pin-cpu"]))
         for n in range(workers)
@@ -320,4 +338,6 @@ def serve_workers(
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     codes = [child.wait() for child in children]
+    if pxe_server is not None:
+        pxe_server.stop()
     return max(codes, default=0)

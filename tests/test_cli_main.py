@@ -22,6 +22,7 @@ PRODUCT_COMMANDS = {
     "nodes",
     "power",
     "prune",
+    "pxe",
     "serve",
     "stalled",
     "sweep",

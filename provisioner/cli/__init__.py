@@ -23,6 +23,7 @@ from provisioner.cli.jobs import prune_command
 from provisioner.cli.jobs import sweep_command
 from provisioner.cli.nodes import nodes_group
 from provisioner.cli.power import power_command
+from provisioner.cli.pxe import pxe_group
 from provisioner.cli.webhooks import webhooks_group
 from provisioner.cli.workflows import workflows_group
 from provisioner.config import ENV_PREFIX
@@ -61,6 +62,7 @@ APP_COMMANDS = (
     stalled_command,
     webhooks_group,
     power_command,
+    pxe_group,
 )
 
 
@@ -105,6 +107,7 @@ def register(app: Flask) -> None:
 )
 @click.option("--cpu-index", default=None, type=click.IntRange(0), hidden=True)
 @click.option("--no-migrate", is_flag=True, hidden=True)
+@click.option("--no-pxe", is_flag=True, hidden=True)
 @click.option(
     "--config", metavar="FILE", callback=_use_config_file, expose_value=False, is_eager=True
 )
@@ -119,6 +122,7 @@ def serve_command(
     pin_cpu: bool,
     cpu_index: int | None,
     no_migrate: bool,
+    no_pxe: bool,
 ) -> None:
     """Migrate the database, start the scheduler and serve with waitress.
 
@@ -151,6 +155,7 @@ def serve_command(
             migrate=not no_migrate,
             pin_cpu=pin_cpu,
             cpu_index=cpu_index,
+            pxe=not no_pxe,
         )
     except ServeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -263,6 +268,10 @@ EXAMPLES = {
         "provisioner power --tag rack42 off",
         "PROVISIONER_BMC_PASSWORD=... provisioner power web1 set --driver ipmi "
         "--address 10.0.0.5 --username admin",
+    ],
+    "pxe config": [
+        "provisioner pxe config > /etc/provisioner/pxe-dnsmasq.conf",
+        "provisioner pxe config --interface eth1 --port 8080",
     ],
 }
 

@@ -1,0 +1,1 @@
+"""PXE from bare metal: proxy DHCP and TFTP (dnsmasq), configured and run by provisioner."""
