@@ -20,8 +20,8 @@ from provisioner.extensions import db
 from provisioner.extensions import migrate
 from provisioner.outbox import webhooks
 from provisioner.store import group_commit
-from provisioner.store.database import SingleReads
-from provisioner.store.database import configure_engine
+from provisioner.store.reads import SingleReads
+from provisioner.store.sqlite import configure_engine
 from provisioner.web import auth
 from provisioner.web import dashboard
 from provisioner.web import metrics

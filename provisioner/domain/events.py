@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from provisioner.domain.lifecycle import PENDING_CHANGES
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import defer_write
-from provisioner.store.database import insert_rows
-from provisioner.store.database import order_event_ids
+from provisioner.store.postgres import order_event_ids
+from provisioner.store.writes import defer_write
+from provisioner.store.writes import insert_rows
 
 #: ``session.info`` key listing (type, status) of events recorded in the current transaction.
 PENDING_EVENTS = "provisioner.domain.events"

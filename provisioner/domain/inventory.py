@@ -17,7 +17,7 @@ from provisioner.domain.workflows import WorkflowStore
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
-from provisioner.store.database import page_with_total
+from provisioner.store.reads import page_with_total
 from provisioner.web.schemas.fields import MAX_TAGS
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
-from provisioner.store.database import insert_rows
+from provisioner.store.writes import insert_rows
 
 
 class State(StrEnum):

@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from provisioner.extensions import db
-from provisioner.store.database import deferring_writes
-from provisioner.store.database import is_storage_full
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import is_storage_full
+from provisioner.store.transactions import write_transaction
+from provisioner.store.writes import deferring_writes
 
 T = TypeVar("T")
 Job = Callable[[Session], Any]

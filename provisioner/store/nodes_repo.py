@@ -15,8 +15,8 @@ from provisioner.domain.macaddr import normalize_mac
 from provisioner.models import Node
 from provisioner.models import NodeTag
 from provisioner.models import last_event_of
-from provisioner.store.database import SingleReads
-from provisioner.store.database import settle_writes
+from provisioner.store.reads import SingleReads
+from provisioner.store.writes import settle_writes
 
 _NODES = Node.__table__
 _NODE_ROW_BY_MAC = select(_NODES).where(_NODES.c.mac_address == bindparam("mac"))

@@ -10,7 +10,7 @@ from werkzeug.sansio.utils import get_current_url
 
 from provisioner.domain.ipaddr import valid_ip_or_none
 from provisioner.domain.workflows import WorkflowStore
-from provisioner.store.database import SingleReads
+from provisioner.store.reads import SingleReads
 from provisioner.timeutil import utcnow
 
 #: ``app.extensions`` key of the app's ``SingleReads``.

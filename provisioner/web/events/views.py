@@ -23,10 +23,10 @@ from provisioner.domain.reports import take_report
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.store import eventlog
-from provisioner.store.database import write_transaction
 from provisioner.store.group_commit import run_write
 from provisioner.store.nodes_repo import find_by_ref
 from provisioner.store.nodes_repo import peek_node_for_update
+from provisioner.store.transactions import write_transaction
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
 from provisioner.web.context import now

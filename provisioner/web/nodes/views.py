@@ -14,10 +14,10 @@ from provisioner.domain.workflows import WorkflowEntry
 from provisioner.domain.workflows import WorkflowError
 from provisioner.extensions import db
 from provisioner.models import Node
-from provisioner.store.database import probe_write
-from provisioner.store.database import storage_full
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_by_ref
+from provisioner.store.transactions import probe_write
+from provisioner.store.transactions import storage_full
+from provisioner.store.transactions import write_transaction
 from provisioner.version import VERSION
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
