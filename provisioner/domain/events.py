@@ -13,15 +13,12 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from provisioner.domain.lifecycle import PENDING_CHANGES
 from provisioner.models import Node
 from provisioner.models import NodeEvent
+from provisioner.store.changes import changes
 from provisioner.store.postgres import order_event_ids
 from provisioner.store.writes import defer_write
 from provisioner.store.writes import insert_rows
-
-#: ``session.info`` key listing (type, status) of events recorded in the current transaction.
-PENDING_EVENTS = "provisioner.domain.events"
 
 
 class EventType(StrEnum):
@@ -63,8 +60,9 @@ def add_event(session: Session, event: NodeEvent) -> NodeEvent:
     """
     order_event_ids(session)
     session.add(event)
-    session.info.setdefault(PENDING_EVENTS, []).append((str(event.event_type), str(event.status)))
-    session.info.setdefault(PENDING_CHANGES, []).append(event)
+    noted = changes(session)
+    noted.events.append((str(event.event_type), str(event.status)))
+    noted.rows.append(event)
     return event
 
 
@@ -106,10 +104,9 @@ def insert_events(
     if key is not None:
         for row in rows:
             defer_write(session, _INSERT_EVENT, row, key)
-    session.info.setdefault(PENDING_EVENTS, []).extend(
-        (str(row["event_type"]), str(row["status"])) for row in rows
-    )
-    session.info.setdefault(PENDING_CHANGES, []).extend(
+    noted = changes(session)
+    noted.events.extend((str(row["event_type"]), str(row["status"])) for row in rows)
+    noted.rows.extend(
         Recorded(row["node_id"], row["event_type"], row.get("message"), row["created_at"])
         for row in rows
     )
