@@ -91,8 +91,8 @@ def insert_events(
     The statement form of ``add_event``, for the sweeper's batches and for reports that move
     nothing: the commit's observers hear of each row. ``same`` holds the columns every row
     shares. Rows about one node, named by ``key`` (its MAC), may be held back to the end of
-    the transaction (``database.defer_write``); without a key, all rows go in one statement
-    (``database.insert_rows``).
+    the transaction (``writes.defer_write``); without a key, all rows go in one statement
+    (``writes.insert_rows``).
     """
     if not rows:
         return

@@ -236,7 +236,7 @@ def record_install_failures(
     per (target, error) moves them: checking ``still`` again costs nothing per row and
     leaves alone a node that changed since it was read, as ``transition`` would. The
     state-log rows of the nodes moved are inserted in one statement
-    (``database.insert_rows``); those moves are returned.
+    (``writes.insert_rows``); those moves are returned.
     """
     groups: dict[tuple[State, str], list[SeenInstall]] = {}
     for item in seen:

@@ -47,7 +47,7 @@ def peek_node_for_update(session: Session, mac: str) -> Row | None:
     A Core row skips the ORM's identity map and attribute instrumentation, which cost about
     as much as the query itself on hot paths. The row is locked on PostgreSQL; SQLite's
     write transaction already excludes other writers. Writes about the node that the
-    transaction holds back (``database.defer_write``) are sent first.
+    transaction holds back (``writes.defer_write``) are sent first.
     """
     settle_writes(session, mac)
     return session.connection().execute(_NODE_ROW_WITH_TAGS_LOCKED, {"mac": mac}).first()

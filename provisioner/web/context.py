@@ -34,7 +34,7 @@ def workflow_store() -> WorkflowStore:
 
 
 def single_reads(app: Flask | None = None) -> SingleReads:
-    """The reads outside any transaction (``database.SingleReads``) of ``app``, by default
+    """The reads outside any transaction (``reads.SingleReads``) of ``app``, by default
     the current one."""
     return (app or current_app).extensions[SINGLE_READS_KEY]
 
