@@ -15,19 +15,19 @@ from provisioner import logs
 from provisioner import scheduler
 from provisioner.domain import install_configs
 from provisioner.domain.workflows import WorkflowStore
-from provisioner.extensions import api
 from provisioner.extensions import db
 from provisioner.extensions import migrate
 from provisioner.outbox import webhooks
 from provisioner.power import worker as power_worker
 from provisioner.store import group_commit
-from provisioner.store.database import SingleReads
-from provisioner.store.database import configure_engine
+from provisioner.store.reads import SingleReads
+from provisioner.store.sqlite import configure_engine
 from provisioner.web import auth
 from provisioner.web import dashboard
 from provisioner.web import metrics
 from provisioner.web import request_guard
 from provisioner.web import swagger_ui
+from provisioner.web.api import api
 from provisioner.web.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.web.boot.views import bp as boot_bp
 from provisioner.web.context import SINGLE_READS_KEY

@@ -16,9 +16,9 @@ from werkzeug.exceptions import UnprocessableEntity
 
 from provisioner.domain.lifecycle import ConcurrentTransition
 from provisioner.domain.lifecycle import IllegalTransition
-from provisioner.extensions import api
 from provisioner.extensions import db
-from provisioner.store.database import is_storage_full
+from provisioner.store.transactions import is_storage_full
+from provisioner.web.api import api
 from provisioner.web.api import flatten_errors
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,6 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase
 
-from provisioner.web.api import ProvisionerApi
-
 
 class Base(DeclarativeBase):
     """Declarative base shared by every model."""
@@ -13,4 +11,3 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
-api = ProvisionerApi()

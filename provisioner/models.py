@@ -19,8 +19,8 @@ from sqlalchemy.orm import mapped_column
 from sqlalchemy.orm import object_session
 from sqlalchemy.orm import relationship
 
+from provisioner.coltypes import UTCDateTime
 from provisioner.extensions import db
-from provisioner.store.database import UTCDateTime
 from provisioner.timeutil import utcnow
 
 

@@ -29,8 +29,8 @@ from provisioner.outbox.webhook_delivery import DeliverySettings
 from provisioner.outbox.webhook_delivery import deliver_due
 from provisioner.outbox.webhooks import SENDER_KEY
 from provisioner.power import worker as power_worker
-from provisioner.store.database import is_storage_full
 from provisioner.store.process_locks import SchedulerLease
+from provisioner.store.transactions import is_storage_full
 from provisioner.timeutil import utcnow
 from provisioner.web.metrics import SWEEP_DURATION
 from provisioner.web.metrics import SWEEP_LAST_SUCCESS

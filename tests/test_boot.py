@@ -14,7 +14,7 @@ from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.serve import upgrade_database
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 
 MAC = "52:54:00:12:34:56"
 LOCAL_BOOT_STATES = [

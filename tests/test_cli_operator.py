@@ -8,8 +8,8 @@ import provisioner.cli.events as cli_events
 from provisioner.domain.events import EventType
 from provisioner.domain.events import record_event
 from provisioner.extensions import db
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_node
+from provisioner.store.transactions import write_transaction
 
 MAC = "52:54:00:c1:00:01"
 

@@ -14,9 +14,9 @@ from werkzeug.exceptions import Unauthorized
 from provisioner.domain.events import EventType
 from provisioner.domain.reports import Report
 from provisioner.models import NodeTag
-from provisioner.store.database import defer_write
 from provisioner.store.group_commit import EXTENSION_KEY
 from provisioner.store.group_commit import GroupWriter
+from provisioner.store.writes import defer_write
 from provisioner.web.events import views
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])

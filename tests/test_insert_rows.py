@@ -7,8 +7,8 @@ from sqlalchemy import select
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import insert_rows
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
+from provisioner.store.writes import insert_rows
 
 
 def test_rows_keep_their_values_types_and_order(app, clock):

@@ -18,7 +18,7 @@ from provisioner.domain.lifecycle import transition
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 
 #: The table exactly as issue 2 writes it, so the code's table is checked against the spec.
 SPEC_TABLE = {

@@ -7,8 +7,8 @@ from provisioner.domain.events import EventType
 from provisioner.domain.events import record_event
 from provisioner.extensions import db
 from provisioner.scheduler import run_sweep
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_node
+from provisioner.store.transactions import write_transaction
 
 MAC = "52:54:00:4d:00:01"
 FAILING = "52:54:00:4d:00:02"

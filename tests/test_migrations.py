@@ -25,7 +25,7 @@ from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import utcnow
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")

@@ -10,7 +10,7 @@ from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.version import VERSION
 
 MAC = "52:54:00:12:34:56"

@@ -44,8 +44,8 @@ from provisioner.models import Node
 from provisioner.models import NodeEvent
 from provisioner.models import NodeStateLog
 from provisioner.scheduler import run_sweep
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_node
+from provisioner.store.transactions import write_transaction
 from provisioner.web.context import single_reads
 
 TIMEOUT_MINUTES = 30

@@ -11,7 +11,7 @@ from provisioner.domain.retention import prune_events
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import utcnow
 
 RETENTION_DAYS = 90

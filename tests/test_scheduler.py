@@ -19,7 +19,7 @@ from provisioner.scheduler import run_prune
 from provisioner.scheduler import run_sweep
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 
 TIMEOUT = 30
 

@@ -7,8 +7,8 @@ from sqlalchemy import text
 from provisioner.config import ConfigError
 from provisioner.config import load_settings
 from provisioner.extensions import db
-from provisioner.store.database import write_transaction
 from provisioner.store.group_commit import EXTENSION_KEY
+from provisioner.store.transactions import write_transaction
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 NORMAL, FULL = 1, 2

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.serve import close_database
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.web.context import single_reads
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])

@@ -9,7 +9,7 @@ from provisioner.domain.sweeper import StallRules
 from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
 from provisioner.models import Node
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 
 TIMEOUT = 30
 MAX_ATTEMPTS = 3

@@ -21,8 +21,8 @@ from sqlalchemy.exc import OperationalError
 from provisioner.errors import STORAGE_FULL_MESSAGE
 from provisioner.extensions import db
 from provisioner.scheduler import run_sweep
-from provisioner.store.database import is_storage_full
 from provisioner.store.group_commit import EXTENSION_KEY
+from provisioner.store.transactions import is_storage_full
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 MAC = "52:54:00:f0:11:01"

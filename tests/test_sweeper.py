@@ -21,7 +21,7 @@ from provisioner.domain.sweeper import sweep_stalled_installs
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import utcnow
 
 TIMEOUT = 30

@@ -39,7 +39,7 @@ from provisioner.outbox.webhooks import SENDER_KEY
 from provisioner.outbox.webhooks import DeliveryFailed
 from provisioner.outbox.webhooks import post
 from provisioner.outbox.webhooks import render
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 
 SECRET = "webhook-test-secret"
 URL = "http://hooks.test/provisioner"

@@ -3,7 +3,7 @@
 import threading
 import time
 
-from provisioner.store.database import FairLock
+from provisioner.store.sqlite import FairLock
 
 WAIT_SECONDS = 10
 

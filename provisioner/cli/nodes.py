@@ -18,8 +18,8 @@ from provisioner.domain.macaddr import InvalidMac
 from provisioner.domain.macaddr import machine_mac
 from provisioner.extensions import db
 from provisioner.power.worker import service
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_by_ref
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import utcnow
 from provisioner.web.schemas import Hostname
 from provisioner.web.schemas import NodeCreateSchema

@@ -16,7 +16,7 @@ from provisioner.power.base import ACTIONS
 from provisioner.power.base import DRIVERS
 from provisioner.power.worker import service
 from provisioner.store import power as store
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import utcnow
 from provisioner.web.schemas.power import PowerSettingsSchema
 

@@ -31,10 +31,10 @@ from provisioner.domain.workflows import WorkflowError
 from provisioner.domain.workflows import WorkflowStore
 from provisioner.domain.workflows import boot_files
 from provisioner.models import Node
-from provisioner.store.database import SingleReads
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_node
 from provisioner.store.nodes_repo import glance_node
+from provisioner.store.reads import SingleReads
+from provisioner.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 

@@ -13,15 +13,12 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from provisioner.domain.lifecycle import PENDING_CHANGES
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import defer_write
-from provisioner.store.database import insert_rows
-from provisioner.store.database import order_event_ids
-
-#: ``session.info`` key listing (type, status) of events recorded in the current transaction.
-PENDING_EVENTS = "provisioner.domain.events"
+from provisioner.store.changes import changes
+from provisioner.store.postgres import order_event_ids
+from provisioner.store.writes import defer_write
+from provisioner.store.writes import insert_rows
 
 
 class EventType(StrEnum):
@@ -73,8 +70,9 @@ def add_event(session: Session, event: NodeEvent) -> NodeEvent:
     """
     order_event_ids(session)
     session.add(event)
-    session.info.setdefault(PENDING_EVENTS, []).append((str(event.event_type), str(event.status)))
-    session.info.setdefault(PENDING_CHANGES, []).append(event)
+    noted = changes(session)
+    noted.events.append((str(event.event_type), str(event.status)))
+    noted.rows.append(event)
     return event
 
 
@@ -103,8 +101,8 @@ def insert_events(
     The statement form of ``add_event``, for the sweeper's batches and for reports that move
     nothing: the commit's observers hear of each row. ``same`` holds the columns every row
     shares. Rows about one node, named by ``key`` (its MAC), may be held back to the end of
-    the transaction (``database.defer_write``); without a key, all rows go in one statement
-    (``database.insert_rows``).
+    the transaction (``writes.defer_write``); without a key, all rows go in one statement
+    (``writes.insert_rows``).
     """
     if not rows:
         return
@@ -116,10 +114,9 @@ def insert_events(
     if key is not None:
         for row in rows:
             defer_write(session, _INSERT_EVENT, row, key)
-    session.info.setdefault(PENDING_EVENTS, []).extend(
-        (str(row["event_type"]), str(row["status"])) for row in rows
-    )
-    session.info.setdefault(PENDING_CHANGES, []).extend(
+    noted = changes(session)
+    noted.events.extend((str(row["event_type"]), str(row["status"])) for row in rows)
+    noted.rows.extend(
         Recorded(row["node_id"], row["event_type"], row.get("message"), row["created_at"])
         for row in rows
     )

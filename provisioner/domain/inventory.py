@@ -13,12 +13,12 @@ from sqlalchemy.orm import selectinload
 from provisioner.domain.lifecycle import State
 from provisioner.domain.lifecycle import Trigger
 from provisioner.domain.lifecycle import transition
+from provisioner.domain.validation import MAX_TAGS
 from provisioner.domain.workflows import WorkflowStore
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import NodeTag
-from provisioner.store.database import page_with_total
-from provisioner.web.schemas.fields import MAX_TAGS
+from provisioner.store.reads import page_with_total
 
 
 class InventoryError(Exception):

@@ -20,7 +20,8 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
-from provisioner.store.database import insert_rows
+from provisioner.store.changes import changes
+from provisioner.store.writes import insert_rows
 
 
 class State(StrEnum):
@@ -65,16 +66,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 
 #: Entering these states sets the node's install progress: a new attempt starts from 0.
 INSTALL_PROGRESS_ON_ENTRY: dict[State, int] = {State.INSTALLING: 0, State.INSTALLED: 100}
-
-
-#: ``session.info`` key listing (from, to, seconds spent in "from") of the moves made in
-#: the current transaction; observers (metrics) read it once the transaction commits.
-PENDING_TRANSITIONS = "provisioner.transitions"
-
-#: ``session.info`` key listing the ``NodeStateLog`` and ``NodeEvent`` rows added in the
-#: current transaction, in order (ORM objects, or ``Move`` and ``events.Recorded`` records
-#: for rows inserted in bulk); the webhook outbox turns them into deliveries at commit.
-PENDING_CHANGES = "provisioner.changes"
 
 
 @dataclass(frozen=True)
@@ -182,7 +173,7 @@ def transition(
     if result.rowcount != 1:
         raise ConcurrentTransition(node.id, current)
     seconds_in_state = (now - node.state_changed_at).total_seconds()
-    session.info.setdefault(PENDING_TRANSITIONS, []).append((current, target, seconds_in_state))
+    changes(session).transitions.append((current, target, seconds_in_state))
     for key, value in (("state", target), ("state_changed_at", now), ("updated_at", now)):
         set_committed_value(node, key, value)
     log_metadata = dict(metadata or {})
@@ -198,7 +189,7 @@ def transition(
         created_at=now,
     )
     session.add(entry)
-    session.info.setdefault(PENDING_CHANGES, []).append(entry)
+    changes(session).rows.append(entry)
     return entry
 
 
@@ -245,7 +236,7 @@ def record_install_failures(
     per (target, error) moves them: checking ``still`` again costs nothing per row and
     leaves alone a node that changed since it was read, as ``transition`` would. The
     state-log rows of the nodes moved are inserted in one statement
-    (``database.insert_rows``); those moves are returned.
+    (``writes.insert_rows``); those moves are returned.
     """
     groups: dict[tuple[State, str], list[SeenInstall]] = {}
     for item in seen:
@@ -287,9 +278,7 @@ def record_install_failures(
                 }
             )
             seconds = (now - item.state_changed_at).total_seconds()
-            session.info.setdefault(PENDING_TRANSITIONS, []).append(
-                (State.INSTALLING, target, seconds)
-            )
+            changes(session).transitions.append((State.INSTALLING, target, seconds))
     if rows:
         insert_rows(
             session,
@@ -297,7 +286,7 @@ def record_install_failures(
             rows,
             same={"from_state": State.INSTALLING, "triggered_by": triggered_by, "created_at": now},
         )
-        session.info.setdefault(PENDING_CHANGES, []).extend(moves)
+        changes(session).rows.extend(moves)
     return moves
 
 

@@ -8,7 +8,6 @@ stale) rather than refused.
 import hmac
 from enum import Enum
 
-from flask import Request
 from sqlalchemy import Row
 
 from provisioner.domain.tokens import new_token
@@ -36,14 +35,6 @@ def mint_report_token(node: Node) -> str:
     token = new_token()
     install_report_token(node, token)
     return token
-
-
-def presented_token(request: Request) -> str | None:
-    """A report token from ``Authorization: Bearer``, ``X-Report-Token`` or ``?token=``."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.headers.get("X-Report-Token") or request.args.get("token") or None
 
 
 def match_report_token(node: "Node | Row | None", token: str | None) -> TokenMatch:

@@ -35,10 +35,10 @@ from provisioner.domain.lifecycle import record_install_failure
 from provisioner.domain.lifecycle import transition
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import defer_write
-from provisioner.store.database import settle_writes
 from provisioner.store.nodes_repo import find_node
 from provisioner.store.nodes_repo import node_mapping
+from provisioner.store.writes import defer_write
+from provisioner.store.writes import settle_writes
 
 #: The legacy ``installation_status`` values and the event each stands for.
 LEGACY_STATUS = {

@@ -23,9 +23,9 @@ from provisioner.domain.events import EventType
 from provisioner.domain.lifecycle import OPEN_EPISODE_STATES
 from provisioner.models import Node
 from provisioner.models import NodeEvent
-from provisioner.store.database import RETENTION_LOCK
-from provisioner.store.database import exclusive_job
-from provisioner.store.database import write_transaction
+from provisioner.store.postgres import RETENTION_LOCK
+from provisioner.store.postgres import exclusive_job
+from provisioner.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from provisioner.domain.lifecycle import failure_effect
 from provisioner.domain.lifecycle import record_install_failure
 from provisioner.domain.lifecycle import record_install_failures
 from provisioner.models import Node
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ import yaml
 from marshmallow import ValidationError
 
 from provisioner.domain.escaping import inert
-from provisioner.web.schemas.fields import WORKFLOW_ID
-from provisioner.web.schemas.workflows import WorkflowSchema
+from provisioner.domain.validation import WORKFLOW_ID
+from provisioner.domain.validation import WorkflowSchema
 
 SUFFIXES = (".json", ".yaml", ".yml")
 VARIABLES = ("server", "node_id", "mac", "ip", "hostname", "report_url", "report_token")

@@ -5,7 +5,7 @@ from alembic import context
 from flask import current_app
 from sqlalchemy import text
 
-from provisioner.store.database import MIGRATION_LOCK
+from provisioner.store.postgres import MIGRATION_LOCK
 from provisioner.store.process_locks import sqlite_file_lock
 
 # this is the Alembic Config object, which provides

@@ -30,7 +30,7 @@ from provisioner.models import new_id
 from provisioner.outbox.webhooks import DeliveryFailed
 from provisioner.outbox.webhooks import render
 from provisioner.outbox.webhooks import safe_url_name
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import isoformat
 
 log = logging.getLogger("provisioner.outbox.webhooks")

@@ -1,9 +1,10 @@
 """Webhooks: an outbox written in the same transaction as the change, delivered later.
 
-``lifecycle.transition`` and ``events.record_event`` list the rows they add under
-``session.info[PENDING_CHANGES]``. Just before the outermost commit, ``_write_outbox`` turns
-them into ``WebhookDelivery`` rows, one per interested receiver, and that same commit writes
-them with the change: a change never commits without its notifications, a rolled-back one
+``lifecycle.transition`` and ``events.record_event`` note the rows they add on the
+transaction's ``store.changes.Changes``. Just before the outermost commit, the store hands
+them to ``_write_outbox`` (``changes.before_outermost_commit``), which turns them into
+``WebhookDelivery`` rows, one per interested receiver, and that same commit writes them
+with the change: a change never commits without its notifications, a rolled-back one
 leaves none. The ``deliver_webhooks`` job (``scheduler.py``) then sends them; see
 ``deliver_due``. What is announced:
 
@@ -35,19 +36,17 @@ from urllib.parse import urlunsplit
 from flask import Flask
 from flask import current_app
 from flask import has_app_context
-from sqlalchemy import event
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
-from sqlalchemy.orm import SessionTransaction
 
 from provisioner.domain.events import EventType
 from provisioner.domain.events import Recorded
-from provisioner.domain.lifecycle import PENDING_CHANGES
 from provisioner.domain.lifecycle import Move
 from provisioner.domain.lifecycle import State
 from provisioner.models import Node
 from provisioner.models import NodeStateLog
 from provisioner.models import WebhookDelivery
+from provisioner.store import changes
 from provisioner.timeutil import isoformat
 
 log = logging.getLogger(__name__)
@@ -140,19 +139,16 @@ def notices_for(session: Session, changes: list[Any]) -> list[Notice]:
     return notices
 
 
-@event.listens_for(Session, "before_commit")
-def _write_outbox(session: Session) -> None:
-    """Add the outbox rows for this transaction's changes; the commit's flush writes them."""
-    if session.in_nested_transaction():
-        return  # a savepoint: the outermost commit handles the whole transaction
-    changes = session.info.pop(PENDING_CHANGES, None)
-    if not changes or not has_app_context():
+@changes.before_outermost_commit
+def _write_outbox(session: Session, rows: list[Any]) -> None:
+    """Add the outbox rows for this transaction's ``rows``; the commit's flush writes them."""
+    if not has_app_context():
         return
     receivers = current_app.config.get("WEBHOOKS") or []
     if not receivers:
         return
     session.flush()
-    for notice in notices_for(session, changes):
+    for notice in notices_for(session, rows):
         for receiver in receivers:
             if notice.event in receiver["events"]:
                 session.add(
@@ -166,12 +162,6 @@ def _write_outbox(session: Session) -> None:
                         next_attempt_at=notice.at,
                     )
                 )
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    if previous_transaction.parent is None:
-        session.info.pop(PENDING_CHANGES, None)
 
 
 # -- what receivers get ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from provisioner.power.secrets import PasswordBox
 from provisioner.power.secrets import load_key
 from provisioner.power.wol import WakeOnLan
 from provisioner.store import power as store
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.timeutil import utcnow
 
 log = logging.getLogger(__name__)

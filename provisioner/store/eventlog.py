@@ -4,7 +4,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioner.models import NodeEvent
-from provisioner.store.database import page_with_total
+from provisioner.store.reads import page_with_total
 
 
 def node_events(

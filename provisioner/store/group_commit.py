@@ -5,7 +5,7 @@ and the hand-over of the write lock between threads: about a quarter of a node r
 a boot storm the request threads therefore hand their report to this writer and wait for
 its answer; the writer takes whatever has queued up meanwhile (at most one job per request
 thread) and applies it in one transaction. Within it, the plain writes of reports that move
-nothing are held back and sent together at the end (``database.deferring_writes``).
+nothing are held back and sent together at the end (``writes.deferring_writes``).
 
 A job is a function of the writer's session. It may refuse (raise an ``HTTPException``, such
 as a 401 for a bad token) only before it writes: the refusal goes back to its request and the
@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from provisioner.extensions import db
-from provisioner.store.database import deferring_writes
-from provisioner.store.database import is_storage_full
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import is_storage_full
+from provisioner.store.transactions import write_transaction
+from provisioner.store.writes import deferring_writes
 
 T = TypeVar("T")
 Job = Callable[[Session], Any]

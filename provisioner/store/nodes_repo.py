@@ -15,8 +15,8 @@ from provisioner.domain.macaddr import normalize_mac
 from provisioner.models import Node
 from provisioner.models import NodeTag
 from provisioner.models import last_event_of
-from provisioner.store.database import SingleReads
-from provisioner.store.database import settle_writes
+from provisioner.store.reads import SingleReads
+from provisioner.store.writes import settle_writes
 
 _NODES = Node.__table__
 _NODE_ROW_BY_MAC = select(_NODES).where(_NODES.c.mac_address == bindparam("mac"))
@@ -47,7 +47,7 @@ def peek_node_for_update(session: Session, mac: str) -> Row | None:
     A Core row skips the ORM's identity map and attribute instrumentation, which cost about
     as much as the query itself on hot paths. The row is locked on PostgreSQL; SQLite's
     write transaction already excludes other writers. Writes about the node that the
-    transaction holds back (``database.defer_write``) are sent first.
+    transaction holds back (``writes.defer_write``) are sent first.
     """
     settle_writes(session, mac)
     return session.connection().execute(_NODE_ROW_WITH_TAGS_LOCKED, {"mac": mac}).first()

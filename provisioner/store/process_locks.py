@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
-#: PostgreSQL advisory lock key of the scheduler's lease (see database.py for the others).
+#: PostgreSQL advisory lock key of the scheduler's lease (see postgres.py for the others).
 SCHEDULER_LOCK = 7_260_004
 
 

@@ -171,6 +171,11 @@ class ProvisionerApi(Api):
         return payload, error.code, headers
 
 
+#: The app's flask-smorest ``Api``, bound in ``create_app`` (it was in ``extensions``, which
+#: now holds only what the models need, so that nothing below the web imports the web).
+api = ProvisionerApi()
+
+
 def fail(code: int, message: str, **extra: Any) -> None:
     """Abort the request with a JSON error; ``extra`` keys are added to the body."""
     abort(code, message=message, extra=extra)

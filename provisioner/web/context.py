@@ -1,17 +1,23 @@
-"""Request-time accessors the views share: the clock, the workflow store, the server URL."""
+"""Request-time accessors the views share: the clock, the workflow store, the server URL,
+the node a URL names and the report token a request presents."""
 
 import functools
 from datetime import datetime
 
 from flask import Flask
+from flask import Request
 from flask import current_app
 from flask import request
 from werkzeug.sansio.utils import get_current_url
 
 from provisioner.domain.ipaddr import valid_ip_or_none
 from provisioner.domain.workflows import WorkflowStore
-from provisioner.store.database import SingleReads
+from provisioner.extensions import db
+from provisioner.models import Node
+from provisioner.store.nodes_repo import find_by_ref
+from provisioner.store.reads import SingleReads
 from provisioner.timeutil import utcnow
+from provisioner.web.api import fail
 
 #: ``app.extensions`` key of the app's ``SingleReads``.
 SINGLE_READS_KEY = "provisioner.single_reads"
@@ -28,7 +34,7 @@ def workflow_store() -> WorkflowStore:
 
 
 def single_reads(app: Flask | None = None) -> SingleReads:
-    """The reads outside any transaction (``database.SingleReads``) of ``app``, by default
+    """The reads outside any transaction (``reads.SingleReads``) of ``app``, by default
     the current one."""
     return (app or current_app).extensions[SINGLE_READS_KEY]
 
@@ -49,3 +55,19 @@ def peer_ip() -> str | None:
     # Held to the node-field rule: it may be stored as a node's ip_address and so reach an
     # install config (a proxy's X-Forwarded-For is not checked by ProxyFix).
     return valid_ip_or_none(request.remote_addr)
+
+
+def get_node_or_404(ref: str, *, for_update: bool = False) -> Node:
+    """The node named by id or MAC, or a 404 naming it."""
+    node = find_by_ref(db.session, ref, for_update=for_update)
+    if node is None:
+        fail(404, f"Node {ref[:80]!r} not found")
+    return node  # type: ignore[return-value]
+
+
+def presented_token(request: Request) -> str | None:
+    """A report token from ``Authorization: Bearer``, ``X-Report-Token`` or ``?token=``."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("X-Report-Token") or request.args.get("token") or None

@@ -23,16 +23,13 @@ from prometheus_client import Info
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import REGISTRY
-from sqlalchemy import event
-from sqlalchemy.orm import Session
 
-from provisioner.domain.events import PENDING_EVENTS
-from provisioner.domain.lifecycle import PENDING_TRANSITIONS
 from provisioner.domain.lifecycle import State
 from provisioner.domain.scrape import node_counts
 from provisioner.domain.scrape import stalled_counts
 from provisioner.domain.sweeper import StallRules
 from provisioner.extensions import db
+from provisioner.store import changes
 from provisioner.version import VERSION
 from provisioner.web.context import now
 
@@ -82,15 +79,15 @@ OUTCOMES = {
 }
 
 
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
+@changes.after_commit
+def _count_committed(
+    events: list[tuple[str, str]], transitions: list[tuple[str, str, float]]
+) -> None:
     # Counted per label set, not per row: a sweep commits hundreds of events at once.
-    for (event_type, status), count in collections.Counter(
-        session.info.pop(PENDING_EVENTS, ())
-    ).items():
+    for (event_type, status), count in collections.Counter(events).items():
         EVENTS.labels(event_type=event_type, status=status).inc(count)
     outcomes: collections.Counter[str] = collections.Counter()
-    for source, target, seconds in session.info.pop(PENDING_TRANSITIONS, ()):
+    for source, target, seconds in transitions:
         outcome = OUTCOMES.get((source, target))
         if outcome is not None:
             outcomes[outcome] += 1
@@ -98,12 +95,6 @@ def _count_committed(session: Session) -> None:
             INSTALL_DURATION.observe(seconds)
     for outcome, count in outcomes.items():
         INSTALL_ATTEMPTS.labels(outcome=outcome).inc(count)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_rolled_back(session: Session) -> None:
-    session.info.pop(PENDING_EVENTS, None)
-    session.info.pop(PENDING_TRANSITIONS, None)
 
 
 class DatabaseGauges:

@@ -13,8 +13,8 @@ from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.power.worker import service
 from provisioner.store import power as store
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_by_ref
+from provisioner.store.transactions import write_transaction
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
 from provisioner.web.context import now

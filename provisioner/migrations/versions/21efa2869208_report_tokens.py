@@ -8,7 +8,7 @@ Create Date: 2026-11-29 05:27:16.999261
 from alembic import op
 import sqlalchemy as sa
 
-import provisioner.store.database
+import provisioner.coltypes
 
 
 # revision identifiers, used by Alembic.

@@ -8,7 +8,7 @@ Create Date: 2026-12-06 22:10:00.000000
 from alembic import op
 import sqlalchemy as sa
 
-import provisioner.store.database
+import provisioner.coltypes
 
 
 # revision identifiers, used by Alembic.
@@ -26,8 +26,8 @@ def upgrade():
     sa.Column('username', sa.String(length=255), nullable=True),
     sa.Column('password_encrypted', sa.Text(), nullable=True),
     sa.Column('power_state', sa.String(length=16), nullable=True),
-    sa.Column('power_state_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('power_state_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('node_id')
     )
@@ -39,8 +39,8 @@ def upgrade():
     sa.Column('requested_by', sa.String(length=20), nullable=False),
     sa.Column('result', sa.String(length=16), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('created_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sqlite_autoincrement=True

@@ -8,7 +8,7 @@ Create Date: 2026-11-29 05:15:25.476888
 from alembic import op
 import sqlalchemy as sa
 
-import provisioner.store.database
+import provisioner.coltypes
 
 
 # revision identifiers, used by Alembic.
@@ -35,10 +35,10 @@ def upgrade():
     sa.Column('boot_mode', sa.String(length=16), nullable=True),
     sa.Column('install_attempts', sa.Integer(), nullable=False),
     sa.Column('last_install_error', sa.Text(), nullable=True),
-    sa.Column('created_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_seen_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('state_changed_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('state_changed_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('mac_address')
     )
@@ -53,7 +53,7 @@ def upgrade():
     sa.Column('triggered_by', sa.String(length=20), nullable=False),
     sa.Column('comment', sa.Text(), nullable=True),
     sa.Column('metadata', sa.JSON(), nullable=True),
-    sa.Column('created_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )

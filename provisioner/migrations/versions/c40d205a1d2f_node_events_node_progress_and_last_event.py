@@ -8,7 +8,7 @@ Create Date: 2026-11-29 05:17:56.454133
 from alembic import op
 import sqlalchemy as sa
 
-import provisioner.store.database
+import provisioner.coltypes
 
 
 # revision identifiers, used by Alembic.
@@ -32,7 +32,7 @@ def upgrade():
     sa.Column('effect', sa.String(length=255), nullable=True),
     sa.Column('client_event_id', sa.String(length=128), nullable=True),
     sa.Column('response', sa.JSON(), nullable=True),
-    sa.Column('created_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['node_id'], ['nodes.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('node_id', 'client_event_id', name='uq_node_events_client_event_id'),
@@ -46,7 +46,7 @@ def upgrade():
         batch_op.add_column(sa.Column('progress', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('last_event_type', sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column('last_event_status', sa.String(length=16), nullable=True))
-        batch_op.add_column(sa.Column('last_event_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('last_event_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=True))
 
     # ### end Alembic commands ###
 

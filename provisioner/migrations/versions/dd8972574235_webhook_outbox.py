@@ -8,7 +8,7 @@ Create Date: 2026-11-29 06:00:19.572740
 from alembic import op
 import sqlalchemy as sa
 
-import provisioner.store.database
+import provisioner.coltypes
 
 
 # revision identifiers, used by Alembic.
@@ -29,9 +29,9 @@ def upgrade():
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('next_attempt_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('delivered_at', provisioner.store.database.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_attempt_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', provisioner.coltypes.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('uuid'),
     sqlite_autoincrement=True

@@ -12,12 +12,12 @@ from provisioner.domain.install_configs import render_config
 from provisioner.domain.report_script import render_report_script
 from provisioner.domain.report_tokens import TokenMatch
 from provisioner.domain.report_tokens import match_report_token
-from provisioner.domain.report_tokens import presented_token
 from provisioner.domain.workflows import WorkflowError
 from provisioner.extensions import db
 from provisioner.store.nodes_repo import find_by_ref
 from provisioner.web.api import fail
 from provisioner.web.boot.views import bp
+from provisioner.web.context import presented_token
 from provisioner.web.context import server_url
 from provisioner.web.context import workflow_store
 from provisioner.web.metrics import REPORTS_REJECTED

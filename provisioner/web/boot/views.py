@@ -17,7 +17,7 @@ from provisioner.domain.booting import answer_boot
 from provisioner.domain.sweeper import StallRules
 from provisioner.errors import is_unavailable
 from provisioner.extensions import db
-from provisioner.store.database import is_storage_full
+from provisioner.store.transactions import is_storage_full
 from provisioner.web.api import Blueprint
 from provisioner.web.context import now
 from provisioner.web.context import peer_ip

@@ -22,8 +22,8 @@ from provisioner.domain.lifecycle import State
 from provisioner.domain.report_tokens import mint_report_token
 from provisioner.extensions import db
 from provisioner.models import Node
-from provisioner.store.database import write_transaction
 from provisioner.store.nodes_repo import find_by_ref
+from provisioner.store.transactions import write_transaction
 from provisioner.web.api import error_message
 from provisioner.web.api import flatten_errors
 from provisioner.web.context import now

@@ -14,7 +14,7 @@ from provisioner.extensions import db
 from provisioner.power.base import SUPPORTED
 from provisioner.power.worker import service
 from provisioner.store import power as store
-from provisioner.store.database import write_transaction
+from provisioner.store.transactions import write_transaction
 from provisioner.web.context import now
 from provisioner.web.dashboard.actions import back_to
 from provisioner.web.dashboard.actions import locked_node

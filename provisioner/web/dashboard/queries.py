@@ -15,7 +15,7 @@ from provisioner.domain.scrape import stalled_counts
 from provisioner.domain.sweeper import StallRules
 from provisioner.models import Node
 from provisioner.models import NodeTag
-from provisioner.store.database import page_with_total
+from provisioner.store.reads import page_with_total
 
 #: Rows on one page of the nodes table; filters narrow a larger inventory.
 PAGE_SIZE = 200

@@ -13,7 +13,6 @@ from sqlalchemy.orm import Session
 from provisioner.domain.events import EventType
 from provisioner.domain.report_tokens import TokenMatch
 from provisioner.domain.report_tokens import match_report_token
-from provisioner.domain.report_tokens import presented_token
 from provisioner.domain.reports import Outcome
 from provisioner.domain.reports import Report
 from provisioner.domain.reports import apply_report
@@ -23,16 +22,17 @@ from provisioner.domain.reports import take_report
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.store import eventlog
-from provisioner.store.database import write_transaction
 from provisioner.store.group_commit import run_write
 from provisioner.store.nodes_repo import find_by_ref
 from provisioner.store.nodes_repo import peek_node_for_update
+from provisioner.store.transactions import write_transaction
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
+from provisioner.web.context import get_node_or_404
 from provisioner.web.context import now
 from provisioner.web.context import peer_ip
+from provisioner.web.context import presented_token
 from provisioner.web.metrics import REPORTS_REJECTED
-from provisioner.web.nodes.views import get_node_or_404
 from provisioner.web.schemas import EventListEnvelope
 from provisioner.web.schemas import EventStreamQuerySchema
 from provisioner.web.schemas import EventStreamSchema

@@ -13,15 +13,14 @@ from provisioner.domain.report_tokens import mint_report_token
 from provisioner.domain.workflows import WorkflowEntry
 from provisioner.domain.workflows import WorkflowError
 from provisioner.extensions import db
-from provisioner.models import Node
-from provisioner.store.database import probe_write
-from provisioner.store.database import storage_full
-from provisioner.store.database import write_transaction
-from provisioner.store.nodes_repo import find_by_ref
+from provisioner.store.transactions import probe_write
+from provisioner.store.transactions import storage_full
+from provisioner.store.transactions import write_transaction
 from provisioner.version import VERSION
 from provisioner.web import power as power_web
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
+from provisioner.web.context import get_node_or_404
 from provisioner.web.context import now
 from provisioner.web.context import workflow_store
 from provisioner.web.schemas import MessageSchema
@@ -38,14 +37,6 @@ from provisioner.web.schemas import WorkflowEnvelope
 from provisioner.web.schemas import WorkflowListEnvelope
 
 bp = Blueprint("nodes", __name__, description="Node inventory, state changes and workflows")
-
-
-def get_node_or_404(ref: str, *, for_update: bool = False) -> Node:
-    """The node named by id or MAC, or a 404 naming it."""
-    node = find_by_ref(db.session, ref, for_update=for_update)
-    if node is None:
-        fail(404, f"Node {ref[:80]!r} not found")
-    return node  # type: ignore[return-value]
 
 
 def ok(data: Any, message: str | None = None) -> dict[str, Any]:

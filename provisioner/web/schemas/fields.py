@@ -14,15 +14,19 @@ from provisioner.domain.lifecycle import State
 from provisioner.domain.macaddr import InvalidMac
 from provisioner.domain.macaddr import machine_mac
 
+# Re-exported: the schemas take these from here, the rules from domain.validation.
+from provisioner.domain.validation import CONFIG_NAME as CONFIG_NAME
+from provisioner.domain.validation import MAX_TAGS
+from provisioner.domain.validation import WORKFLOW_ID as WORKFLOW_ID
+from provisioner.domain.validation import no_nul as no_nul
+from provisioner.domain.validation import text as text
+
 HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
 # \Z, not $: "$" also matches before a trailing newline, which would let "web\n" through.
 TAG = r"^[a-z0-9_-]{1,50}\Z"
-MAX_TAGS = 50  # tags one node may carry: the create and tags endpoints share this cap
-WORKFLOW_ID = r"^[A-Za-z0-9._-]{1,64}\Z"
-CONFIG_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"
 STATES = [state.value for state in State]
 
 
@@ -66,18 +70,6 @@ class Hostname(fields.String):
         if not HOSTNAME.match(text):
             raise ValidationError("Not a valid hostname (RFC 1123).")
         return text
-
-
-def no_nul(value: str) -> None:
-    """Refuse a NUL character: PostgreSQL cannot store one in text (a query string can
-    carry it as ``%00``; JSON bodies are checked as they are parsed)."""
-    if "\x00" in value:
-        raise ValidationError("NUL characters are not allowed.")
-
-
-def text(max_length: int, **kwargs: Any) -> fields.String:
-    """A bounded free-text field."""
-    return fields.String(validate=[validate.Length(max=max_length), no_nul], **kwargs)
 
 
 def envelope(item: type[Schema], name: str) -> type[Schema]:
