@@ -38,8 +38,8 @@ from provisioner.domain.events import add_event
 from provisioner.domain.events import insert_events
 from provisioner.domain.lifecycle import State
 from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.lifecycle import count_failure
 from provisioner.domain.lifecycle import failure_effect
-from provisioner.domain.lifecycle import failure_target
 from provisioner.domain.lifecycle import record_install_failure
 from provisioner.domain.lifecycle import transition
 from provisioner.domain.report_tokens import TokenMatch
@@ -158,8 +158,9 @@ def plan_report(node: Node | Row, report: Report, max_attempts: int) -> Plan:
             state, State.INSTALLED, "Installation completed", "installer reported completion"
         )
     if kind == EventType.INSTALL_FAILED and state == State.INSTALLING:
-        attempts = node.install_attempts + 1
-        target = failure_target(attempts, max_attempts)
+        error = report.message or "installer reported a failure"
+        failure = count_failure(node.install_attempts, error, max_attempts)
+        attempts, target = failure.attempts, failure.target
         if target == State.PENDING:
             message = f"Installation failed (attempt {attempts}), will retry"
         else:
@@ -167,7 +168,7 @@ def plan_report(node: Node | Row, report: Report, max_attempts: int) -> Plan:
         return Plan(
             failure_effect(state, target, attempts, max_attempts),
             message,
-            failure=report.message or "installer reported a failure",
+            failure=error,
         )
     if kind == EventType.FIRST_BOOT and state == State.INSTALLED:
         return _move(
