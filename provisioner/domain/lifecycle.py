@@ -208,6 +208,27 @@ def failure_effect(before: str, after: str, attempts: int, max_attempts: int) ->
 
 
 @dataclass(frozen=True)
+class Failure:
+    """The failure rule's verdict on one failed install attempt."""
+
+    attempts: int
+    target: State
+    comment: str
+
+
+def count_failure(attempts_before: int, error: str, max_attempts: int) -> Failure:
+    """The one failure rule: a failed attempt is counted, and the node retries (pending)
+    while attempts remain, else it is ``install_failed``. ``record_install_failure`` (one
+    ORM node) and ``record_install_failures`` (a set, in SQL) both carry it out."""
+    attempts = attempts_before + 1
+    return Failure(
+        attempts,
+        failure_target(attempts, max_attempts),
+        failure_comment(error, attempts, max_attempts),
+    )
+
+
+@dataclass(frozen=True)
 class SeenInstall:
     """An installing node as a set-based caller read (and holds) it, and why it failed."""
 
@@ -228,7 +249,9 @@ def record_install_failures(
     still: ColumnElement[bool],
     also_set: dict[str, Any] | None = None,
 ) -> list[Move]:
-    """The set form of ``record_install_failure``, for many installing nodes at once.
+    """The set form of ``record_install_failure``, for many installing nodes at once: the
+    same rule (``count_failure``) carried out in SQL (tests/api/test_failure_rule_parity.py
+    proves the rows equal).
 
     The caller holds the rows of ``seen`` from its read on (``BEGIN IMMEDIATE`` on SQLite,
     ``SELECT ... FOR UPDATE`` on PostgreSQL) and chose them by the condition ``still``.
@@ -240,7 +263,7 @@ def record_install_failures(
     """
     groups: dict[tuple[State, str], list[SeenInstall]] = {}
     for item in seen:
-        target = failure_target(item.install_attempts + 1, max_attempts)
+        target = count_failure(item.install_attempts, item.error, max_attempts).target
         groups.setdefault((target, item.error), []).append(item)
     moves, rows = [], []
     for (target, error), items in groups.items():
@@ -267,13 +290,13 @@ def record_install_failures(
         ).all()
         for node_id in moved:
             item = by_id[node_id]
-            comment = failure_comment(error, item.install_attempts + 1, max_attempts)
-            moves.append(Move(node_id, State.INSTALLING, target, comment, now))
+            failure = count_failure(item.install_attempts, error, max_attempts)
+            moves.append(Move(node_id, State.INSTALLING, target, failure.comment, now))
             rows.append(
                 {
                     "node_id": node_id,
                     "to_state": target,
-                    "comment": comment,
+                    "comment": failure.comment,
                     "metadata": item.metadata,
                 }
             )
@@ -305,19 +328,17 @@ def record_install_failure(
     The one rule for a failure, whoever noticed it: a node's report, the sweeper's timeout or
     a boot past the deadline. Only valid for an installing node.
     """
-    attempts = node.install_attempts + 1
-    target = failure_target(attempts, max_attempts)
+    failure = count_failure(node.install_attempts, error, max_attempts)
     if node.state != State.INSTALLING:
-        raise IllegalTransition(node.state, target)
-    node.install_attempts = attempts
+        raise IllegalTransition(node.state, failure.target)
+    node.install_attempts = failure.attempts
     node.last_install_error = error
-    comment = failure_comment(error, attempts, max_attempts)
     return transition(
         session,
         node,
-        target,
+        failure.target,
         triggered_by=triggered_by,
         now=now,
-        comment=comment,
+        comment=failure.comment,
         metadata=metadata,
     )

@@ -1,11 +1,19 @@
-"""What a node's report (``POST /api/v1/report``) does: the rules, and applying them.
+"""What a node's report does: the rules, and applying them; the one way in for every report.
+
+Every report - ``POST /api/v1/report`` (JSON, legacy ``installation_*`` fields mapped) and
+cloud-init's form-encoded ``phone_home`` - enters through ``receive_report``, given the
+writer that runs its job (``group_commit.run_write``): the job finds the node, applies the
+report-token rule (``check_reporter``), answers a repeated ``event_id`` from the stored
+answer, and else applies the report (``take_report``).
 
 Every report becomes a ``NodeEvent``, even one that does not fit the node's state: it is kept
 with an ``effect`` saying why it was ignored, and is never an HTTP error, so an installer does
 not retry it forever. ``plan_report`` holds the rules: from the node as read, it decides
-the effect, the answer and whether the node moves. Reports that fit a move go through
-``lifecycle`` (``apply_report``). Most reports move nothing (heartbeats, progress): under a
-boot storm they are nearly all of the traffic, so ``take_report`` writes those with plain
+the effect, the answer and whether the node moves; ``report_columns`` and ``event_row`` say
+what the report writes. Two carry-outs apply a plan, and they write the same rows
+(tests/api/test_report_paths.py proves it with generated nodes and reports): the ORM one
+(``apply_report``, through ``lifecycle``) for a report that moves the node, and, for one that
+moves nothing (heartbeats, progress: under a boot storm nearly all of the traffic), plain
 SQL statements (one UPDATE, one INSERT) instead of the ORM's unit of work; in a group-commit
 batch those are held back and sent for the whole batch at once (``database.defer_write``).
 """
@@ -16,6 +24,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
 from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import Row
 from sqlalchemy import bindparam
@@ -25,18 +34,22 @@ from sqlalchemy.orm import Session
 
 from provisioner.domain.events import EventStatus
 from provisioner.domain.events import EventType
+from provisioner.domain.events import add_event
 from provisioner.domain.events import insert_events
-from provisioner.domain.events import record_event
 from provisioner.domain.lifecycle import State
 from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.lifecycle import count_failure
 from provisioner.domain.lifecycle import failure_effect
-from provisioner.domain.lifecycle import failure_target
 from provisioner.domain.lifecycle import record_install_failure
 from provisioner.domain.lifecycle import transition
+from provisioner.domain.report_tokens import TokenMatch
+from provisioner.domain.report_tokens import match_report_token
 from provisioner.models import Node
 from provisioner.models import NodeEvent
 from provisioner.store.nodes_repo import find_node
 from provisioner.store.nodes_repo import node_mapping
+from provisioner.store.nodes_repo import peek_node_by_ref_for_update
+from provisioner.store.nodes_repo import peek_node_for_update
 from provisioner.store.writes import defer_write
 from provisioner.store.writes import settle_writes
 
@@ -145,8 +158,9 @@ def plan_report(node: Node | Row, report: Report, max_attempts: int) -> Plan:
             state, State.INSTALLED, "Installation completed", "installer reported completion"
         )
     if kind == EventType.INSTALL_FAILED and state == State.INSTALLING:
-        attempts = node.install_attempts + 1
-        target = failure_target(attempts, max_attempts)
+        error = report.message or "installer reported a failure"
+        failure = count_failure(node.install_attempts, error, max_attempts)
+        attempts, target = failure.attempts, failure.target
         if target == State.PENDING:
             message = f"Installation failed (attempt {attempts}), will retry"
         else:
@@ -154,7 +168,7 @@ def plan_report(node: Node | Row, report: Report, max_attempts: int) -> Plan:
         return Plan(
             failure_effect(state, target, attempts, max_attempts),
             message,
-            failure=report.message or "installer reported a failure",
+            failure=error,
         )
     if kind == EventType.FIRST_BOOT and state == State.INSTALLED:
         return _move(
@@ -188,7 +202,60 @@ def _stale(report: Report) -> Outcome:
     )
 
 
-# -- applying them ---------------------------------------------------------------------------
+# -- what a report writes -------------------------------------------------------------------
+
+
+def report_columns(
+    report: Report, plan: Plan | None, *, now: datetime, stale: bool
+) -> dict[str, Any]:
+    """The node columns a report sets besides a move (which ``lifecycle`` writes).
+
+    ``plan`` is None for a status-only report (no event) and for a stale one; a stale report
+    (sent with the previous install attempt's token) changes nothing on the node.
+    """
+    if stale:
+        return {}
+    columns: dict[str, Any] = {}
+    if plan is not None and plan.progress is not None:
+        columns["progress"] = plan.progress
+    if report.event_type is not None:
+        columns |= {
+            "last_event_type": report.event_type,
+            "last_event_status": report.status,
+            "last_event_at": now,
+        }
+    return columns | report.hardware | {"last_seen_at": now, "updated_at": now}
+
+
+def event_row(
+    node_id: str, report: Report, outcome: Outcome, *, peer_ip: str | None, now: datetime
+) -> dict[str, Any]:
+    """The ``node_events`` row of a report (which has an event), by column name; its
+    ``response`` is the answer's to fill in."""
+    return {
+        "node_id": node_id,
+        "event_type": report.event_type,
+        "status": report.status,
+        "message": report.message,
+        "progress": report.progress,
+        "metadata": report.metadata,
+        "ip_address": peer_ip,
+        "effect": outcome.effect,
+        "client_event_id": report.client_event_id,
+        "response": None,
+        "created_at": now,
+    }
+
+
+def _outcome(report: Report, plan: Plan | None) -> Outcome:
+    if report.event_type is None:
+        return STATUS_ONLY
+    if plan is None:
+        return _stale(report)
+    return Outcome(plan.effect, plan.message)
+
+
+# -- applying them: through the ORM ----------------------------------------------------------
 
 
 def apply_report(
@@ -206,39 +273,23 @@ def apply_report(
     A ``stale`` report (sent with the previous install attempt's token) is recorded but
     changes nothing on the node.
     """
-    if not stale:
-        for key, value in report.hardware.items():
-            setattr(node, key, value)
-        node.last_seen_at = now
-        node.updated_at = now
-    if report.event_type is None:
-        return STATUS_ONLY
-    if stale:
-        outcome = _stale(report)
-    else:
+    plan = None
+    if not stale and report.event_type is not None:
         plan = plan_report(node, report, max_attempts)
+    for key, value in report_columns(report, plan, now=now, stale=stale).items():
+        setattr(node, key, value)
+    outcome = _outcome(report, plan)
+    if report.event_type is None:
+        return outcome
+    if plan is not None:
         _carry_out(session, node, plan, max_attempts=max_attempts, now=now)
-        outcome = Outcome(plan.effect, plan.message)
-    event = record_event(
-        session,
-        node,
-        report.event_type,
-        now=now,
-        status=report.status,
-        message=report.message,
-        progress=report.progress,
-        metadata=report.metadata,
-        ip_address=peer_ip,
-        effect=outcome.effect,
-        client_event_id=report.client_event_id,
-        note_on_node=not stale,
-    )
+    row = event_row(node.id, report, outcome, peer_ip=peer_ip, now=now)
+    row["metadata_"] = row.pop("metadata")
+    event = add_event(session, NodeEvent(**row))
     return Outcome(outcome.effect, outcome.message, event)
 
 
 def _carry_out(session: Session, node: Node, plan: Plan, *, max_attempts: int, now: datetime):
-    if plan.progress is not None:
-        node.progress = plan.progress
     if plan.failure is not None:
         record_install_failure(
             session,
@@ -260,8 +311,111 @@ def _carry_out(session: Session, node: Node, plan: Plan, *, max_attempts: int, n
         )
 
 
+# -- the one way in --------------------------------------------------------------------------
+
+
 #: The answer to a report, made from the node after it and the outcome; kept for replays.
 Respond = Callable[[Node | Mapping[str, Any], Outcome], dict[str, Any]]
+
+T = TypeVar("T")
+#: Runs a job in a write transaction and returns its result (``group_commit.run_write``).
+Writer = Callable[[Callable[[Session], T]], T]
+
+
+@dataclass(frozen=True)
+class Reporter:
+    """Whom a report names and what it presents."""
+
+    #: The node's normalised MAC address, or with ``by_ref`` its id or MAC in any form.
+    ref: str
+    token: str | None
+    by_ref: bool = False
+    #: The 404 message when no node matches.
+    not_found: str = "Node not found"
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """The server's side of a report: the token rule, the attempt limit, the clock."""
+
+    token_mode: bool
+    peer_ip: str | None
+    max_attempts: int
+    now: datetime
+    respond: Respond
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A report refused before anything was written: ``status`` 401 (``reason`` "token")
+    or 404 (``reason`` "not_found")."""
+
+    status: int
+    message: str
+    reason: str
+
+
+BAD_TOKEN = Refused(401, "Missing or invalid report token for this node", "token")
+
+
+def check_reporter(
+    node: Node | Row | None, reporter: Reporter, token_mode: bool
+) -> TokenMatch | None | Refused:
+    """The token rule: in token mode a report needs the node's current token (or the previous
+    attempt's, which makes it stale). A bad token is refused before the node's existence is
+    told, so a 401 reveals nothing. The match, None in open mode, or the refusal."""
+    match = None
+    if token_mode:
+        match = match_report_token(node, reporter.token)
+        if match is TokenMatch.NONE:
+            return BAD_TOKEN
+    if node is None:
+        return Refused(404, reporter.not_found, "not_found")
+    return match
+
+
+def receive_report(
+    write: Writer, reporter: Reporter, report: Report, settings: ReportSettings
+) -> dict[str, Any] | Refused:
+    """Every report's way in: run its job (``report_job``) with ``write``; the answer, or
+    the refusal (nothing written)."""
+    return write(report_job(reporter, report, settings))
+
+
+def report_job(
+    reporter: Reporter, report: Report, settings: ReportSettings, *, fast: bool = True
+) -> Callable[[Session], dict[str, Any] | Refused]:
+    """The write of one report, for a writer: find and lock the node, check the token,
+    answer a repeated ``event_id`` from the stored answer, else apply the report
+    (``take_report``; ``fast=False`` applies every report through the ORM, the reference
+    the parity tests compare the fast path with)."""
+
+    def job(session: Session) -> dict[str, Any] | Refused:
+        if reporter.by_ref:
+            seen = peek_node_by_ref_for_update(session, reporter.ref)
+        else:
+            seen = peek_node_for_update(session, reporter.ref)
+        match = check_reporter(seen, reporter, settings.token_mode)
+        if isinstance(match, Refused):
+            return match
+        assert seen is not None
+        replayed = replayed_answer(session, seen.id, report.client_event_id)
+        if replayed is not None:
+            return replayed.response
+        return take_report(
+            session,
+            seen,
+            report,
+            peer_ip=settings.peer_ip,
+            max_attempts=settings.max_attempts,
+            now=settings.now,
+            respond=settings.respond,
+            stale=match is TokenMatch.PREVIOUS,
+            fast=fast,
+        )
+
+    return job
+
 
 _REPLAYED = select(NodeEvent.response).where(
     NodeEvent.node_id == bindparam("node_id"),
@@ -290,18 +444,20 @@ def take_report(
     now: datetime,
     respond: Respond,
     stale: bool = False,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Apply ``report`` to the node read as ``seen`` (``nodes_repo.peek_node_for_update``);
     return the answer.
 
     Runs in the caller's write transaction. A report that moves the node loads it through
-    the ORM and goes through ``lifecycle``; any other is written with one UPDATE of the node
-    and one INSERT of its event. With a client event id, the answer is stored with the event.
+    the ORM and goes through ``lifecycle`` (``apply_report``); any other is written with one
+    UPDATE of the node and one INSERT of its event (``_take_quiet_report``), unless ``fast``
+    is off. With a client event id, the answer is stored with the event.
     """
     plan = None
     if not stale and report.event_type is not None:
         plan = plan_report(seen, report, max_attempts)
-    if plan is None or not plan.moves:
+    if fast and (plan is None or not plan.moves):
         return _take_quiet_report(
             session, seen, report, plan, peer_ip=peer_ip, now=now, respond=respond, stale=stale
         )
@@ -309,7 +465,7 @@ def take_report(
     node = find_node(session, seen.mac_address, for_update=True)
     assert node is not None  # locked and read in this transaction
     outcome = apply_report(
-        session, node, report, peer_ip=peer_ip, max_attempts=max_attempts, now=now
+        session, node, report, peer_ip=peer_ip, max_attempts=max_attempts, now=now, stale=stale
     )
     answer = respond(node, outcome)
     if outcome.event is not None and report.client_event_id is not None:
@@ -331,47 +487,20 @@ def _take_quiet_report(
     respond: Respond,
     stale: bool,
 ) -> dict[str, Any]:
-    """``take_report`` for a report that moves nothing: plain statements, no ORM objects.
+    """``take_report`` for a report that moves nothing: the same columns and event row as
+    ``apply_report``, written with plain statements, no ORM objects.
 
     ``plan`` is the report's plan, or None for a status-only or a stale report.
     """
-    changes: dict[str, Any] = {}
-    if report.event_type is None:
-        outcome = STATUS_ONLY
-    elif plan is None:  # stale: recorded, changes nothing
-        outcome = _stale(report)
-    else:
-        outcome = Outcome(plan.effect, plan.message)
-        if plan.progress is not None:
-            changes["progress"] = plan.progress
-        changes |= {
-            "last_event_type": report.event_type,
-            "last_event_status": report.status,
-            "last_event_at": now,
-        }
-    if not stale:
-        changes |= report.hardware | {"last_seen_at": now, "updated_at": now}
+    changes = report_columns(report, plan, now=now, stale=stale)
+    if changes:
         defer_write(session, _UPDATE_NODE, changes | {"node_id": seen.id}, seen.mac_address)
+    outcome = _outcome(report, plan)
     answer = respond(node_mapping(seen, changes), outcome)
     if report.event_type is None:
         return answer
-    insert_events(
-        session,
-        [
-            {
-                "node_id": seen.id,
-                "event_type": report.event_type,
-                "status": report.status,
-                "message": report.message,
-                "progress": report.progress,
-                "metadata": report.metadata,
-                "ip_address": peer_ip,
-                "effect": outcome.effect,
-                "client_event_id": report.client_event_id,
-                "response": answer if report.client_event_id is not None else None,
-                "created_at": now,
-            }
-        ],
-        key=seen.mac_address,
-    )
+    row = event_row(seen.id, report, outcome, peer_ip=peer_ip, now=now)
+    if report.client_event_id is not None:
+        row["response"] = answer
+    insert_events(session, [row], key=seen.mac_address)
     return answer

@@ -32,6 +32,7 @@ from provisioner.domain.lifecycle import Move
 from provisioner.domain.lifecycle import SeenInstall
 from provisioner.domain.lifecycle import State
 from provisioner.domain.lifecycle import Trigger
+from provisioner.domain.lifecycle import count_failure
 from provisioner.domain.lifecycle import failure_effect
 from provisioner.domain.lifecycle import record_install_failure
 from provisioner.domain.lifecycle import record_install_failures
@@ -108,7 +109,8 @@ def stall_of(node: "Node | Row", rules: StallRules, now: datetime) -> Stall | No
 
 
 def stalled_condition(rules: StallRules, now: datetime) -> ColumnElement[bool]:
-    """SQL for "installing and past a deadline", the set form of ``stall_of``."""
+    """SQL for "installing and past a deadline", the set form of ``stall_of`` (the two agree:
+    tests/api/test_failure_rule_parity.py)."""
     conditions = []
     if rules.timeout_minutes > 0:
         conditions.append(Node.state_changed_at <= now - timedelta(minutes=rules.timeout_minutes))
@@ -253,7 +255,7 @@ def _seen(row: Row, stall: Stall) -> SeenInstall:
 
 def _timeout_event(seen: SeenInstall, move: Move, max_attempts: int) -> dict[str, Any]:
     """The columns of a sweep's ``install_timeout`` event that differ from node to node."""
-    attempts = seen.install_attempts + 1
+    attempts = count_failure(seen.install_attempts, seen.error, max_attempts).attempts
     return {
         "node_id": seen.node_id,
         "message": seen.error,

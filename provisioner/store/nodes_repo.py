@@ -89,3 +89,17 @@ def find_by_ref(session: Session, ref: str, *, for_update: bool = False) -> Node
     if for_update:
         query = query.with_for_update().execution_options(populate_existing=True)
     return session.scalars(query).one_or_none()
+
+
+def peek_node_by_ref_for_update(session: Session, ref: str) -> Row | None:
+    """``peek_node_for_update`` for the node named by ``ref`` (as ``find_by_ref`` reads it):
+    a MAC address in any accepted form, else a node id."""
+    try:
+        mac = normalize_mac(ref)
+    except InvalidMac:
+        settle_writes(session)  # the MAC the held-back writes are filed under is unknown
+        condition = _NODES.c.id == ref
+    else:
+        settle_writes(session, mac)
+        condition = _NODES.c.mac_address == mac
+    return session.connection().execute(_NODE_WITH_TAGS.where(condition).with_for_update()).first()

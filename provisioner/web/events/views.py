@@ -7,25 +7,22 @@ from typing import Any
 from flask import current_app
 from flask import jsonify
 from flask import request
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
+from provisioner.domain import reports
 from provisioner.domain.events import EventType
-from provisioner.domain.report_tokens import TokenMatch
-from provisioner.domain.report_tokens import match_report_token
 from provisioner.domain.reports import Outcome
+from provisioner.domain.reports import Refused
 from provisioner.domain.reports import Report
-from provisioner.domain.reports import apply_report
-from provisioner.domain.reports import replayed_answer
+from provisioner.domain.reports import Reporter
+from provisioner.domain.reports import ReportSettings
+from provisioner.domain.reports import receive_report
 from provisioner.domain.reports import report_from_body
-from provisioner.domain.reports import take_report
 from provisioner.extensions import db
 from provisioner.models import Node
 from provisioner.store import eventlog
 from provisioner.store.group_commit import run_write
 from provisioner.store.nodes_repo import find_by_ref
-from provisioner.store.nodes_repo import peek_node_for_update
-from provisioner.store.transactions import write_transaction
 from provisioner.web.api import Blueprint
 from provisioner.web.api import fail
 from provisioner.web.context import get_node_or_404
@@ -43,29 +40,34 @@ from provisioner.web.schemas import ReportSchema
 
 bp = Blueprint("events", __name__, description="Node reports and the event log")
 NODE_SCHEMA = NodeSchema()
-NodeLike = Node | Row
-
-
-def _reporting_node(
-    node: NodeLike | None, not_found: str, token: str | None
-) -> tuple[NodeLike, TokenMatch | None]:
-    """The node a report is for, if ``token`` may report for it (token mode).
-
-    A bad token is refused before the node's existence is told, so a 401 reveals nothing.
-    """
-    match = None
-    if current_app.config["REPORT_AUTH"] == "token":
-        match = match_report_token(node, token)
-        if match is TokenMatch.NONE:
-            REPORTS_REJECTED.labels(reason="token").inc()
-            fail(401, "Missing or invalid report token for this node")
-    if node is None:
-        fail(404, not_found)
-    return node, match  # type: ignore[return-value]
 
 
 def _answer(node: Node | Mapping[str, Any], outcome: Outcome) -> dict[str, Any]:
     return {"success": True, "data": NODE_SCHEMA.dump(node), "message": outcome.message}
+
+
+def _settings(settings: Mapping[str, Any] | None = None) -> ReportSettings:
+    """This request's ``ReportSettings`` (or ``settings``' peer_ip, max_attempts, now,
+    respond), with the configured token rule."""
+    token_mode = current_app.config["REPORT_AUTH"] == "token"
+    if settings is not None:
+        return ReportSettings(token_mode=token_mode, **settings)
+    return ReportSettings(
+        token_mode=token_mode,
+        peer_ip=peer_ip(),
+        max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
+        now=now(),
+        respond=_answer,
+    )
+
+
+def _answered(result: dict[str, Any] | Refused) -> dict[str, Any]:
+    """The answer, or the refusal as its HTTP error (401 counted as a rejected report)."""
+    if isinstance(result, Refused):
+        if result.reason == "token":
+            REPORTS_REJECTED.labels(reason="token").inc()
+        fail(result.status, result.message)
+    return result  # type: ignore[return-value]
 
 
 @bp.route("/api/v1/report", methods=["POST"])
@@ -80,32 +82,22 @@ def report(body: dict[str, Any]):
     ignored) and answered 200, so installers never retry it. A repeated ``event_id`` returns
     the first response again and writes nothing.
     """
-    settings = {
-        "peer_ip": peer_ip(),
-        "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
-        "now": now(),
-        "respond": _answer,
-    }
-    mac, token = body["mac_address"], presented_token(request)
-    return jsonify(run_write(report_job(mac, token, report_from_body(body), settings)))
+    mac = body["mac_address"]
+    reporter = Reporter(mac, presented_token(request), not_found=f"No node with MAC address {mac}")
+    result = receive_report(run_write, reporter, report_from_body(body), _settings())
+    return jsonify(_answered(result))
 
 
 def report_job(
     mac: str, token: str | None, node_report: Report, settings: Mapping[str, Any]
 ) -> Callable[[Session], dict[str, Any]]:
-    """The write of one report, for ``run_write``: check the token, answer a repeated
-    ``event_id`` from the stored response, else apply the report (``take_report``, given
-    ``settings``: peer_ip, max_attempts, now, respond)."""
+    """The write of one ``POST /api/v1/report`` (``reports.report_job``) as a group-writer
+    job that refuses with its HTTP error, given ``settings``: peer_ip, max_attempts, now,
+    respond."""
 
     def job(session: Session) -> dict[str, Any]:
-        seen, match = _reporting_node(
-            peek_node_for_update(session, mac), f"No node with MAC address {mac}", token
-        )
-        replayed = replayed_answer(session, seen.id, node_report.client_event_id)
-        if replayed is not None:
-            return replayed.response
-        stale = match is TokenMatch.PREVIOUS
-        return take_report(session, seen, node_report, stale=stale, **settings)
+        reporter = Reporter(mac, token, not_found=f"No node with MAC address {mac}")
+        return _answered(reports.report_job(reporter, node_report, _settings(settings))(session))
 
     return job
 
@@ -127,7 +119,8 @@ def phone_home(ref: str):
     """cloud-init ``phone_home``: a form-encoded first-boot report (``installed → active``).
 
     Point cloud-init at ``<server>/api/v1/nodes/<id>/phone-home?token=<report token>``; the
-    fields it posts (instance id, host names, host keys) become the event's metadata.
+    fields it posts (instance id, host names, host keys) become the event's metadata. It
+    takes the same way as ``POST /api/v1/report`` (``reports.receive_report``).
     """
     fields = {key: request.form[key][:8192] for key in PHONE_HOME_FIELDS if key in request.form}
     node_report = Report(
@@ -135,22 +128,10 @@ def phone_home(ref: str):
         message="cloud-init phone_home",
         metadata=fields,
     )
-    with write_transaction(db.session):
-        node, match = _reporting_node(
-            find_by_ref(db.session, ref, for_update=True),
-            f"Node {ref[:80]!r} not found",
-            presented_token(request),
-        )
-        outcome = apply_report(
-            db.session,
-            node,
-            node_report,
-            peer_ip=peer_ip(),
-            max_attempts=current_app.config["MAX_INSTALL_ATTEMPTS"],
-            now=now(),
-            stale=match is TokenMatch.PREVIOUS,
-        )
-    return {"success": True, "data": node, "message": outcome.message}
+    reporter = Reporter(
+        ref, presented_token(request), by_ref=True, not_found=f"Node {ref[:80]!r} not found"
+    )
+    return jsonify(_answered(receive_report(run_write, reporter, node_report, _settings())))
 
 
 @bp.route("/api/v1/nodes/<ref>/events")

@@ -1,0 +1,85 @@
+"""The report and failure rules as pure functions: no app, no database."""
+
+from datetime import UTC
+from datetime import datetime
+from types import SimpleNamespace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from provisioner.domain.events import EventType
+from provisioner.domain.lifecycle import State
+from provisioner.domain.lifecycle import count_failure
+from provisioner.domain.report_tokens import TokenMatch
+from provisioner.domain.reports import BAD_TOKEN
+from provisioner.domain.reports import Refused
+from provisioner.domain.reports import Report
+from provisioner.domain.reports import Reporter
+from provisioner.domain.reports import check_reporter
+from provisioner.domain.reports import plan_report
+from provisioner.domain.reports import report_columns
+from provisioner.domain.tokens import token_hash
+
+NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+
+
+@given(before=st.integers(min_value=0, max_value=10), most=st.integers(min_value=1, max_value=10))
+def test_a_failed_attempt_retries_while_attempts_remain(before, most):
+    failure = count_failure(before, "disk full", most)
+    assert failure.attempts == before + 1
+    assert failure.target == (State.PENDING if before + 1 < most else State.INSTALL_FAILED)
+    assert failure.comment == f"disk full (attempt {before + 1} of {most})"
+
+
+@given(before=st.integers(min_value=0, max_value=10), most=st.integers(min_value=1, max_value=10))
+def test_a_reported_failure_is_planned_by_the_failure_rule(before, most):
+    node = SimpleNamespace(state=State.INSTALLING, install_attempts=before, progress=None)
+    plan = plan_report(node, Report(EventType.INSTALL_FAILED, message="boom"), most)
+    failure = count_failure(before, "boom", most)
+    assert plan.failure == "boom"
+    assert plan.effect == f"installing→{failure.target} (attempt {failure.attempts} of {most})"
+
+
+def test_a_stale_report_changes_no_column():
+    report = Report(EventType.HEARTBEAT, hardware={"hostname": "n1"})
+    assert report_columns(report, None, now=NOW, stale=True) == {}
+
+
+def test_a_status_only_report_sets_hardware_and_last_seen_but_no_event():
+    columns = report_columns(Report(None, hardware={"hostname": "n1"}), None, now=NOW, stale=False)
+    assert columns == {"hostname": "n1", "last_seen_at": NOW, "updated_at": NOW}
+
+
+def test_a_progress_report_stores_its_figure_and_notes_the_event():
+    node = SimpleNamespace(state=State.INSTALLING, install_attempts=0, progress=10)
+    report = Report(EventType.INSTALL_PROGRESS, progress=40)
+    columns = report_columns(report, plan_report(node, report, 3), now=NOW, stale=False)
+    assert columns["progress"] == 40
+    assert columns["last_event_type"] == EventType.INSTALL_PROGRESS
+    assert columns["last_event_at"] == NOW
+
+
+def node_with_tokens(previous: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(
+        report_token_hash=token_hash("current"),
+        previous_report_token_hash=token_hash("previous") if previous else None,
+    )
+
+
+def test_token_mode_tells_the_current_and_the_previous_token_apart():
+    node = node_with_tokens()
+    assert check_reporter(node, Reporter("m", "current"), True) is TokenMatch.CURRENT
+    assert check_reporter(node, Reporter("m", "previous"), True) is TokenMatch.PREVIOUS
+    assert check_reporter(node, Reporter("m", "wrong"), True) == BAD_TOKEN
+    assert check_reporter(node, Reporter("m", None), True) == BAD_TOKEN
+    assert check_reporter(node_with_tokens(False), Reporter("m", "previous"), True) == BAD_TOKEN
+
+
+def test_token_mode_refuses_before_telling_a_node_does_not_exist():
+    assert check_reporter(None, Reporter("m", "current", not_found="gone"), True) == BAD_TOKEN
+
+
+def test_open_mode_takes_any_token_and_answers_404_for_no_node():
+    assert check_reporter(node_with_tokens(), Reporter("m", "wrong"), False) is None
+    refused = check_reporter(None, Reporter("m", None, not_found="gone"), False)
+    assert refused == Refused(404, "gone", "not_found")
