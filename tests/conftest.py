@@ -19,13 +19,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask.testing import FlaskCliRunner
+from workflowfiles import write_test_workflow
 
 from provisioner import create_app
 from provisioner.extensions import db
 from provisioner.serve import close_database
 from provisioner.serve import upgrade_database
-
-EXAMPLE_WORKFLOWS = Path(__file__).resolve().parent.parent / "examples" / "workflows"
 
 
 class FakeClock:
@@ -52,12 +51,13 @@ def workflows_dir(tmp_path: Path) -> Path:
     """A workflows directory holding one simple workflow, ``test-os``."""
     directory = tmp_path / "workflows"
     directory.mkdir()
-    (directory / "test-os.yaml").write_text(
-        "id: test-os\n"
-        "name: Test OS\n"
-        "kernel_path: ${server}/files/vmlinuz\n"
-        "initrd_path: http://mirror.example/initrd.gz\n"
-        "cmdline: console=ttyS0 node=${node_id} mac=${mac} host=${hostname}\n"
+    write_test_workflow(
+        directory,
+        "test-os",
+        name="Test OS",
+        kernel_path="${server}/files/vmlinuz",
+        initrd_path="http://mirror.example/initrd.gz",
+        cmdline="console=ttyS0 node=${node_id} mac=${mac} host=${hostname}",
     )
     return directory
 
@@ -86,12 +86,26 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+def migrated_urls() -> set[str]:
+    """Database URLs of this test known to be at the migration head (``build_app`` skips
+    checking those once)."""
+    return set()
+
+
+@pytest.fixture
+def database_url(
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    migrated_urls: set[str],
+    sqlite_template: tuple[Path, str],
+) -> str:
     """An empty, migrated (PostgreSQL) or fresh (SQLite) database for this test."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'provisioner.db'}"
     url = request.getfixturevalue("postgres_url")
-    databases.empty_database(url)
+    if databases.empty_database(url) == sqlite_template[1]:
+        migrated_urls.add(url)
     return url
 
 
@@ -122,16 +136,22 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     return path, head
 
 
-def start_migrated(url: str, template: Path) -> None:
-    """Give a SQLite database that does not exist yet the template's migrated copy."""
+def start_migrated(url: str, template: Path) -> bool:
+    """Give a SQLite database that does not exist yet the template's migrated copy; say
+    whether it did."""
     prefix = "sqlite:///"
     if url.startswith(prefix + "/") and not Path(url[len(prefix) :]).exists():
         databases.copy_sqlite(template, Path(url[len(prefix) :]))
+        return True
+    return False
 
 
 @pytest.fixture
 def build_app(
-    app_config: dict, monkeypatch: pytest.MonkeyPatch, sqlite_template: tuple[Path, str]
+    app_config: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    sqlite_template: tuple[Path, str],
+    migrated_urls: set[str],
 ) -> Iterator[Callable[..., Flask]]:
     """Build apps from ``app_config`` plus the settings a test names, each on the migrated
     database; their connections are closed at the end of the test."""
@@ -142,10 +162,13 @@ def build_app(
 
     def build(**settings: object) -> Flask:
         config = app_config | settings
-        start_migrated(str(config["DATABASE_URL"]), template)
+        if start_migrated(str(config["DATABASE_URL"]), template):
+            migrated_urls.add(str(config["DATABASE_URL"]))
         application = create_app(config)
         url = application.config["SQLALCHEMY_DATABASE_URI"]
-        if databases.migrated_revision(url) != head:
+        if url in migrated_urls:
+            migrated_urls.discard(url)  # checked again if the test builds another app on it
+        elif databases.migrated_revision(url) != head:
             upgrade_database(application)
         built.append(application)
         return application

@@ -1,0 +1,1 @@
+"""End-to-end tests: real server processes and real clients (every test here is marked e2e)."""
