@@ -32,6 +32,7 @@ from provisioner.extensions import db
 from provisioner.extensions import migrate
 from provisioner.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
 from provisioner.nodes.views import bp as nodes_bp
+from provisioner.web.assets import bp as assets_bp
 from provisioner.workflows import WorkflowStore
 
 #: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
@@ -76,6 +77,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["WORKFLOWS_DIR"] = config.workflows_dir(
         settings["WORKFLOWS_DIR"], app.instance_path
     )
+    app.config["ASSETS_DIR"] = config.assets_dir(settings["ASSETS_DIR"], app.instance_path)
     app.config.update(
         API_TITLE="provisioner",
         API_VERSION="v1",
@@ -116,7 +118,7 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the node, boot and event APIs."""
-    for blueprint in (nodes_bp, boot_bp, events_bp):
+    for blueprint in (nodes_bp, boot_bp, events_bp, assets_bp):
         api.register_blueprint(blueprint)
 
 

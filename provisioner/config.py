@@ -174,6 +174,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATABASE_CONNECT_TIMEOUT": (3, _number(int, 1)),
     "SQLITE_SYNCHRONOUS": ("normal", _sqlite_synchronous),
     "WORKFLOWS_DIR": ("", _text),
+    "ASSETS_DIR": ("", _text),
+    "ASSET_THREADS": (128, _number(int, 1)),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),
     "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),
@@ -351,6 +353,12 @@ def workflows_dir(setting: str, instance_path: str) -> str:
     if not own.is_dir() and CHECKOUT_WORKFLOWS.is_dir():
         return str(CHECKOUT_WORKFLOWS)
     return str(own)
+
+
+def assets_dir(setting: str, instance_path: str) -> str:
+    """The folder served at ``/assets/``: ``setting`` (relative to the data directory), else
+    the data directory's ``assets/``."""
+    return os.path.join(instance_path, setting or "assets")
 
 
 def database_uri(url: str, instance_path: str) -> str:

@@ -19,6 +19,9 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
+from provisioner.assets.sender import AssetSender
+from provisioner.assets.sender import DroppedAnswerFilter
+from provisioner.assets.sender import HandoffTask
 from provisioner.auth import startup_warnings
 from provisioner.context import single_reads
 from provisioner.extensions import db
@@ -26,6 +29,7 @@ from provisioner.logs import configure_logging
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
 from provisioner.version import VERSION
+from provisioner.web.assets import SENDER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +187,7 @@ class JsonErrorChannel(HTTPChannel):
     """A waitress connection that answers its refusals with ``JsonErrorTask``."""
 
     error_task_class = JsonErrorTask
+    task_class = HandoffTask
 
 
 def accept_in_batches(listener: BaseWSGIServer) -> None:
@@ -210,6 +215,14 @@ def create_server(app: Flask, **adjustments: Any) -> Any:
             dispatcher.channel_class = JsonErrorChannel
             accept_in_batches(dispatcher)
     return server
+
+
+def start_asset_sender(app: Flask) -> AssetSender:
+    """The threads that send ``/assets`` bodies with ``os.sendfile`` (``assets.sender``)."""
+    sender = AssetSender(app.config["ASSET_THREADS"], f"provisioner/{VERSION}")
+    app.extensions[SENDER_KEY] = sender
+    logging.getLogger("waitress").addFilter(DroppedAnswerFilter())
+    return sender
 
 
 def serve(
@@ -254,6 +267,7 @@ def serve(
     for warning in startup_warnings(app):
         log.warning("%s", warning)
     _stop_on_sigterm()
+    sender = start_asset_sender(app)
     start_scheduler(app)
     try:
         server = create_server(
@@ -279,6 +293,7 @@ def serve(
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     finally:
         stop_scheduler(app)
+        sender.shutdown()
         close_database(app)
         log.info("provisioner: stopped")
 
