@@ -167,7 +167,7 @@ def detach_socket(channel: HTTPChannel, timeout: float = DETACH_TIMEOUT_SECONDS)
         finally:
             ready.set()
 
-    channel.server.pull_trigger(detach)
+    channel.server.trigger.pull_trigger(detach)
     if not ready.wait(timeout):
         return None
     return result[0]
