@@ -16,6 +16,7 @@ from flask.cli import ScriptInfo
 
 import provisioner
 from provisioner import operational
+from provisioner.cli.assets import assets_group
 from provisioner.cli.db import db_group
 from provisioner.cli.events import events_command
 from provisioner.cli.events import stalled_command
@@ -59,6 +60,7 @@ APP_COMMANDS = (
     events_command,
     stalled_command,
     webhooks_group,
+    assets_group,
 )
 
 
@@ -255,6 +257,9 @@ EXAMPLES = {
     "events": ["provisioner events web1 --limit 50", "provisioner events web1 --follow"],
     "stalled": ["provisioner stalled"],
     "webhooks test": ["provisioner webhooks test"],
+    "assets fetch": ["provisioner assets fetch debian-12"],
+    "assets list": ["provisioner assets list", "provisioner assets list debian-12"],
+    "assets verify": ["provisioner assets verify", "provisioner assets verify --offline"],
 }
 
 
