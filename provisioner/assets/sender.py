@@ -33,6 +33,11 @@ from provisioner.assets.http import Slice
 
 log = logging.getLogger(__name__)
 
+#: The CPUs this process may use, read before ``serve`` pins it to one (``pin_to_one_cpu``):
+#: pinning keeps GIL hand-overs on one core, and sender threads hardly take the GIL, while
+#: the kernel's copying for them is the most work there is to spread.
+ALLOWED_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
 #: WSGI environ key of the callable that detaches the request's connection from waitress.
 HANDOFF_KEY = "provisioner.assets.detach"
 #: A client that takes no data for this long is dropped (SO_SNDTIMEO on the socket).
@@ -109,7 +114,9 @@ class AssetSender:
 
     def __init__(self, threads: int, server: str) -> None:
         self.server = server
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="assets")
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="assets", initializer=_unpin
+        )
 
     def submit(
         self,
@@ -138,6 +145,12 @@ class AssetSender:
     def shutdown(self) -> None:
         """Stop taking answers; those under way finish in their threads."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _unpin() -> None:
+    """Let this sender thread run on every CPU the process was allowed at start."""
+    if ALLOWED_CPUS:
+        os.sched_setaffinity(0, ALLOWED_CPUS)
 
 
 def detach_socket(channel: HTTPChannel, timeout: float = DETACH_TIMEOUT_SECONDS) -> Any:
