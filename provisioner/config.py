@@ -175,7 +175,6 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "SQLITE_SYNCHRONOUS": ("normal", _sqlite_synchronous),
     "WORKFLOWS_DIR": ("", _text),
     "ASSETS_DIR": ("", _text),
-    "ASSET_THREADS": (128, _number(int, 1)),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),
     "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),

@@ -219,7 +219,7 @@ def create_server(app: Flask, **adjustments: Any) -> Any:
 
 def start_asset_sender(app: Flask) -> AssetSender:
     """The threads that send ``/assets`` bodies with ``os.sendfile`` (``assets.sender``)."""
-    sender = AssetSender(app.config["ASSET_THREADS"], f"provisioner/{VERSION}")
+    sender = AssetSender(f"provisioner/{VERSION}")
     app.extensions[SENDER_KEY] = sender
     logging.getLogger("waitress").addFilter(DroppedAnswerFilter())
     return sender

@@ -188,3 +188,18 @@ def test_a_path_leaving_assets_dir_is_refused(build_app, workflows_dir: Path, tm
     assert result.exit_code == 1
     assert "not a path below ASSETS_DIR" in result.output
     assert not (tmp_path / "escape").exists()
+
+
+def test_sums_lookup_prefers_the_line_that_ends_the_url() -> None:
+    from provisioner.assets.fetch import sums_lookup
+
+    sums = (
+        f"{'a' * 64}  ./netboot/gtk/debian-installer/amd64/linux\n"
+        f"{'b' * 64}  ./netboot/debian-installer/amd64/linux\n"
+        f"{'c' * 64}  ./cdrom/vmlinuz\n"
+    )
+    url = "/debian/dists/bookworm/main/installer-amd64/current/images/netboot/"
+    url += "debian-installer/amd64/linux"
+    assert sums_lookup(sums, url, "debian-12/linux") == "b" * 64
+    assert sums_lookup(sums, "/elsewhere/vmlinuz", "x/vmlinuz") == "c" * 64
+    assert sums_lookup(sums, "/elsewhere/linux", "x/linux") is None  # two lines: ambiguous

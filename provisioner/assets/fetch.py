@@ -90,13 +90,28 @@ def expected_digest(spec: AssetSpec) -> str:
         raise AssetError(f"{spec.path}: no checksum (sha256:<hex> or a SHA256SUMS URL)")
     with _open(urllib.request.Request(spec.sums_url)) as answer:
         text = answer.read(SUMS_LIMIT).decode("utf-8", errors="replace")
-    names = {Path(urllib.parse.unquote(urllib.parse.urlsplit(spec.url).path)).name}
-    names.add(Path(spec.path).name)
+    url_path = urllib.parse.unquote(urllib.parse.urlsplit(spec.url).path)
+    found = sums_lookup(text, url_path, spec.path)
+    if found is None:
+        raise AssetError(f"{spec.path}: {spec.sums_url} has no one line for {url_path}")
+    return found
+
+
+def sums_lookup(text: str, url_path: str, path: str) -> str | None:
+    """The digest of the SHA256SUMS line whose name ends the URL's path (the longest such
+    name, so ``./netboot/gtk/.../linux`` never stands for ``./netboot/.../linux``); else
+    the one line whose file name is the URL's or the asset's."""
+    lines = []
     for line in text.splitlines():
         match = _SUMS_LINE.match(line.strip())
-        if match and Path(match.group(2).strip()).name in names:
-            return match.group(1).lower()
-    raise AssetError(f"{spec.path}: {spec.sums_url} has no line for {' or '.join(sorted(names))}")
+        if match:
+            lines.append((match.group(1).lower(), match.group(2).strip().removeprefix("./")))
+    suffixed = [(len(name), digest) for digest, name in lines if url_path.endswith("/" + name)]
+    if suffixed:
+        return max(suffixed)[1]
+    names = {Path(url_path).name, Path(path).name}
+    by_name = {digest for digest, name in lines if Path(name).name in names}
+    return by_name.pop() if len(by_name) == 1 else None
 
 
 def fetch(spec: AssetSpec, root: Path, progress: Progress | None = None) -> Fetched:

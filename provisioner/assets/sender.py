@@ -1,20 +1,27 @@
-"""Sending asset bodies with ``os.sendfile`` from threads of their own, off the GIL.
+"""Sending asset bodies with ``os.sendfile`` from a thread of their own.
 
 waitress sends a WSGI body from its one I/O thread, a chunk per loop turn, in Python: a
 rack pulling initrds then competes for the GIL with every boot and report. Under
 ``provisioner serve`` the ``/assets`` view answers the request (path, conditions, ranges)
 as any view does, then takes the connection away from waitress (``detach_socket``) and
-hands it to an ``AssetSender`` thread, which writes the head and lets the kernel copy the
-file to the socket (``os.sendfile`` on a blocking socket: one system call per slice,
-the GIL released throughout). The answer carries ``Connection: close``; the client's
-next request opens a new connection, which waitress serves as usual.
+hands it to the ``AssetSender``, whose one thread writes the head and lets the kernel copy
+the file to each socket as it becomes writable (non-blocking ``os.sendfile``, as nginx
+does: one system call per few MB, the GIL released during each). The answer carries
+``Connection: close``; the client's next request opens a new connection, which waitress
+serves as usual.
+
+A thread per download with blocking ``sendfile`` was tried first: it needs no GIL at all
+during a transfer, but on this 2-core machine it reached 0.71 x nginx against the event
+loop's parity (``bench assets``, docs/performance.md): every socket's wait for buffer space
+was a thread wake-up of its own.
 """
 
 import functools
 import logging
 import os
+import queue
+import selectors
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -40,10 +47,12 @@ ALLOWED_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else 
 
 #: WSGI environ key of the callable that detaches the request's connection from waitress.
 HANDOFF_KEY = "provisioner.assets.detach"
-#: A client that takes no data for this long is dropped (SO_SNDTIMEO on the socket).
+#: A client that takes no data for this long is dropped.
 SEND_TIMEOUT_SECONDS = 60
-#: Largest single ``os.sendfile`` call: the thread takes the GIL back once per slice.
-SENDFILE_SLICE = 1 << 30
+#: Largest single ``os.sendfile`` call (a socket takes at most its send buffer, 4 MiB).
+SENDFILE_SLICE = 16 << 20
+#: How often transfers that made no progress for ``SEND_TIMEOUT_SECONDS`` are dropped.
+SWEEP_SECONDS = 5
 #: How long a request thread waits for waitress's I/O thread to let go of a connection.
 DETACH_TIMEOUT_SECONDS = 10
 
@@ -57,6 +66,10 @@ class Sent:
     complete: bool
 
 
+#: Called with what was sent once an answer is over (from the recording thread).
+Done = Callable[[Sent], None]
+
+
 def head_bytes(plan: Plan, server: str) -> bytes:
     """The status line and headers of ``plan``, closing the connection after it."""
     lines = [f"HTTP/1.1 {plan.status} {HTTPStatus(plan.status).phrase}"]
@@ -65,39 +78,51 @@ def head_bytes(plan: Plan, server: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def send_plan(sock: socket.socket, asset: OpenAsset, plan: Plan, server: str) -> Sent:
-    """Write ``plan`` (head and body) to a blocking ``sock``; count the file bytes sent."""
-    started = time.monotonic()
-    sent = 0
-    try:
-        sock.sendall(head_bytes(plan, server))
-        for piece in plan.body:
+class Transfer:
+    """One answer being sent: its pieces, where it is in them, and what it has sent."""
+
+    def __init__(
+        self, sock: socket.socket, asset: OpenAsset, plan: Plan, head: bytes, done: Done
+    ) -> None:
+        self.sock = sock
+        self.asset = asset
+        self.plan = plan
+        self.done = done
+        self.pieces: list[bytes | Slice] = [head, *plan.body]
+        self.offset = 0  # into pieces[0]
+        self.file_bytes = 0
+        self.started = self.last_progress = time.monotonic()
+
+    def step(self) -> bool:
+        """Send what the socket takes now; ``True`` once everything is sent."""
+        while self.pieces:
+            piece = self.pieces[0]
             if isinstance(piece, bytes):
-                sock.sendall(piece)
+                count = self.sock.send(piece[self.offset :])
+                left = len(piece) - self.offset - count
             else:
-                sent += _sendfile(sock, asset.fd, piece)
-    except OSError as exc:
-        log.info("asset %s: client gone after %d bytes: %s", asset.path, sent, exc)
-        return Sent(sent, time.monotonic() - started, complete=False)
-    return Sent(sent, time.monotonic() - started, complete=sent == plan.file_bytes)
+                count = os.sendfile(
+                    self.sock.fileno(),
+                    self.asset.fd,
+                    piece.offset + self.offset,
+                    min(piece.length - self.offset, SENDFILE_SLICE),
+                )
+                if count == 0:  # the file shrank under us
+                    raise OSError("file shorter than its answer")
+                self.file_bytes += count
+                left = piece.length - self.offset - count
+            self.last_progress = time.monotonic()
+            if left:
+                self.offset += count
+                return False  # the socket is full: wait until it is writable again
+            self.pieces.pop(0)
+            self.offset = 0
+        return True
 
-
-def _sendfile(sock: socket.socket, fd: int, piece: Slice) -> int:
-    offset, remaining = piece.offset, piece.length
-    while remaining:
-        count = os.sendfile(sock.fileno(), fd, offset, min(remaining, SENDFILE_SLICE))
-        if count == 0:  # the file shrank under us
-            break
-        offset += count
-        remaining -= count
-    return piece.length - remaining
-
-
-def prepare_socket(sock: socket.socket) -> None:
-    """Make ``sock`` blocking, with a send timeout so a stalled client frees its thread."""
-    sock.setblocking(True)
-    timeval = struct.pack("ll", SEND_TIMEOUT_SECONDS, 0)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+    def result(self) -> Sent:
+        """What was sent, and whether that was all of it."""
+        complete = not self.pieces and self.file_bytes == self.plan.file_bytes
+        return Sent(self.file_bytes, time.monotonic() - self.started, complete)
 
 
 def close_gently(sock: socket.socket) -> None:
@@ -110,41 +135,104 @@ def close_gently(sock: socket.socket) -> None:
 
 
 class AssetSender:
-    """A pool of threads that each send one asset answer at a time."""
+    """One thread sending every asset answer with non-blocking ``os.sendfile`` (as nginx
+    does): each writable socket gets what it can take, the kernel copies the file. The
+    thread takes the GIL once per call (a few hundred times a second at full speed), and
+    recording finished downloads happens in another thread, off the sending loop."""
 
-    def __init__(self, threads: int, server: str) -> None:
+    def __init__(self, server: str) -> None:
         self.server = server
-        self._pool = ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="assets", initializer=_unpin
-        )
+        self._selector = selectors.DefaultSelector()
+        self._incoming: queue.SimpleQueue[Transfer] = queue.SimpleQueue()
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._wake_write.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
+        self._stopping = False
+        self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asset-records")
+        self._thread = threading.Thread(target=self._loop, name="asset-sender", daemon=True)
+        self._thread.start()
 
-    def submit(
-        self,
-        sock: socket.socket,
-        asset: OpenAsset,
-        plan: Plan,
-        done: Callable[[Sent], None],
-    ) -> None:
-        """Send ``plan`` on ``sock`` from a pool thread; then close both, then ``done``."""
-        self._pool.submit(self._run, sock, asset, plan, done)
+    def submit(self, sock: socket.socket, asset: OpenAsset, plan: Plan, done: Done) -> None:
+        """Send ``plan`` on ``sock`` from the sending thread; then close both, then ``done``."""
+        self._incoming.put(Transfer(sock, asset, plan, head_bytes(plan, self.server), done))
+        self._wake()
 
-    def _run(
-        self, sock: socket.socket, asset: OpenAsset, plan: Plan, done: Callable[[Sent], None]
-    ) -> None:
+    def _wake(self) -> None:
         try:
-            prepare_socket(sock)
-            result = send_plan(sock, asset, plan, self.server)
-        finally:
-            close_gently(sock)
-            asset.close()
+            self._wake_write.send(b"x")
+        except BlockingIOError:
+            pass  # already awake
+
+    def _loop(self) -> None:
+        _unpin()
+        next_sweep = time.monotonic() + SWEEP_SECONDS
+        while not self._stopping:
+            for key, _ in self._selector.select(SWEEP_SECONDS):
+                if key.data is None:
+                    self._take_incoming()
+                else:
+                    self._advance(key.data)
+            if time.monotonic() >= next_sweep:
+                self._drop_stalled()
+                next_sweep = time.monotonic() + SWEEP_SECONDS
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None:
+                self._finish(key.data)
+
+    def _take_incoming(self) -> None:
         try:
-            done(result)
-        except Exception:  # noqa: BLE001 - a failed event must not kill the thread
-            log.exception("asset %s: recording the download failed", asset.path)
+            while self._wake_read.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while not self._incoming.empty():
+            transfer = self._incoming.get()
+            transfer.sock.setblocking(False)
+            self._selector.register(transfer.sock, selectors.EVENT_WRITE, transfer)
+            self._advance(transfer)
+
+    def _advance(self, transfer: Transfer) -> None:
+        try:
+            finished = transfer.step()
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.info("asset %s: client gone: %s", transfer.asset.path, exc)
+            finished = True
+        if finished:
+            self._finish(transfer)
+
+    def _drop_stalled(self) -> None:
+        limit = time.monotonic() - SEND_TIMEOUT_SECONDS
+        for key in list(self._selector.get_map().values()):
+            if key.data is not None and key.data.last_progress < limit:
+                log.info(
+                    "asset %s: client took nothing for %d s",
+                    key.data.asset.path,
+                    SEND_TIMEOUT_SECONDS,
+                )
+                self._finish(key.data)
+
+    def _finish(self, transfer: Transfer) -> None:
+        self._selector.unregister(transfer.sock)
+        close_gently(transfer.sock)
+        transfer.asset.close()
+        self._records.submit(_record, transfer.asset.path, transfer.done, transfer.result())
 
     def shutdown(self) -> None:
-        """Stop taking answers; those under way finish in their threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop sending (answers under way are cut off and recorded as such)."""
+        self._stopping = True
+        self._wake()
+        self._thread.join(5)
+        self._records.shutdown(wait=True)
+
+
+def _record(path: str, done: Done, sent: Sent) -> None:
+    try:
+        done(sent)
+    except Exception:  # noqa: BLE001 - a failed event must not stop the next ones
+        log.exception("asset %s: recording the download failed", path)
 
 
 def _unpin() -> None:
