@@ -17,6 +17,7 @@ was a thread wake-up of its own.
 """
 
 import functools
+import itertools
 import logging
 import os
 import queue
@@ -50,7 +51,9 @@ HANDOFF_KEY = "provisioner.assets.detach"
 #: A client that takes no data for this long is dropped.
 SEND_TIMEOUT_SECONDS = 60
 #: Largest single ``os.sendfile`` call (a socket takes at most its send buffer, 4 MiB).
-SENDFILE_SLICE = 16 << 20
+SENDFILE_SLICE = 4 << 20
+#: Sending loops at most (one per CPU up to this).
+MAX_LOOPS = 4
 #: How often transfers that made no progress for ``SEND_TIMEOUT_SECONDS`` are dropped.
 SWEEP_SECONDS = 5
 #: How long a request thread waits for waitress's I/O thread to let go of a connection.
@@ -135,13 +138,35 @@ def close_gently(sock: socket.socket) -> None:
 
 
 class AssetSender:
-    """One thread sending every asset answer with non-blocking ``os.sendfile`` (as nginx
-    does): each writable socket gets what it can take, the kernel copies the file. The
-    thread takes the GIL once per call (a few hundred times a second at full speed), and
-    recording finished downloads happens in another thread, off the sending loop."""
+    """Sending loops, one per CPU the process may use (as nginx's ``worker_processes
+    auto``), each answer given to the next loop in turn; finished downloads are recorded by
+    another thread, off the loops."""
 
-    def __init__(self, server: str) -> None:
+    def __init__(self, server: str, loops: int | None = None) -> None:
         self.server = server
+        count = loops or min(max(len(ALLOWED_CPUS or ()), 1), MAX_LOOPS)
+        self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asset-records")
+        self._loops = [SendingLoop(self._records) for _ in range(count)]
+        self._turn = itertools.count()
+
+    def submit(self, sock: socket.socket, asset: OpenAsset, plan: Plan, done: Done) -> None:
+        """Send ``plan`` on ``sock`` from a sending loop; then close both, then ``done``."""
+        transfer = Transfer(sock, asset, plan, head_bytes(plan, self.server), done)
+        self._loops[next(self._turn) % len(self._loops)].add(transfer)
+
+    def shutdown(self) -> None:
+        """Stop sending (answers under way are cut off and recorded as such)."""
+        for loop in self._loops:
+            loop.stop()
+        self._records.shutdown(wait=True)
+
+
+class SendingLoop:
+    """One thread sending its answers with non-blocking ``os.sendfile`` (as nginx does):
+    each writable socket gets what it can take, the kernel copies the file. The thread
+    takes the GIL once per call, a few hundred times a second at full speed."""
+
+    def __init__(self, records: ThreadPoolExecutor) -> None:
         self._selector = selectors.DefaultSelector()
         self._incoming: queue.SimpleQueue[Transfer] = queue.SimpleQueue()
         self._wake_read, self._wake_write = socket.socketpair()
@@ -149,13 +174,13 @@ class AssetSender:
         self._wake_write.setblocking(False)
         self._selector.register(self._wake_read, selectors.EVENT_READ, None)
         self._stopping = False
-        self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asset-records")
+        self._records = records
         self._thread = threading.Thread(target=self._loop, name="asset-sender", daemon=True)
         self._thread.start()
 
-    def submit(self, sock: socket.socket, asset: OpenAsset, plan: Plan, done: Done) -> None:
-        """Send ``plan`` on ``sock`` from the sending thread; then close both, then ``done``."""
-        self._incoming.put(Transfer(sock, asset, plan, head_bytes(plan, self.server), done))
+    def add(self, transfer: Transfer) -> None:
+        """Send ``transfer`` from this loop's thread."""
+        self._incoming.put(transfer)
         self._wake()
 
     def _wake(self) -> None:
@@ -220,12 +245,11 @@ class AssetSender:
         transfer.asset.close()
         self._records.submit(_record, transfer.asset.path, transfer.done, transfer.result())
 
-    def shutdown(self) -> None:
+    def stop(self) -> None:
         """Stop sending (answers under way are cut off and recorded as such)."""
         self._stopping = True
         self._wake()
         self._thread.join(5)
-        self._records.shutdown(wait=True)
 
 
 def _record(path: str, done: Done, sent: Sent) -> None:
