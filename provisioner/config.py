@@ -164,6 +164,14 @@ def _report_auth(value: Any) -> str:
     return mode
 
 
+def _accel_prefix(value: Any) -> str:
+    """``ASSETS_ACCEL_REDIRECT``: empty, or the URI prefix of nginx's internal location."""
+    prefix = _text(value).strip()
+    if prefix and not re.fullmatch(r"/[A-Za-z0-9._~/-]*/", prefix):
+        raise ValueError('expected "" or a path that starts and ends with "/"')
+    return prefix
+
+
 #: Every key, its default and its parser. ``config.example.toml`` documents each one.
 SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATA_DIR": ("", _text),
@@ -175,6 +183,7 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "SQLITE_SYNCHRONOUS": ("normal", _sqlite_synchronous),
     "WORKFLOWS_DIR": ("", _text),
     "ASSETS_DIR": ("", _text),
+    "ASSETS_ACCEL_REDIRECT": ("", _accel_prefix),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),
     "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),

@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 from flask import Flask
 from flask import Response
@@ -55,6 +56,9 @@ def asset(path: str):
     except AssetNotFound as exc:
         log.info("asset refused: %s", exc)
         fail(404, f"No asset {path[:200]!r}")
+    accel = current_app.config["ASSETS_ACCEL_REDIRECT"]
+    if accel:
+        return _accel_redirect(opened, accel)
     headers = {key.lower(): value for key, value in request.headers.items()}
     answer = plan(request.method, headers, opened.size, opened.mtime_ns, opened.path)
     if request.method == "HEAD" or not answer.body:
@@ -70,6 +74,17 @@ def asset(path: str):
             sender.submit(sock, opened, answer, download.finished)
             return Response(status=204)  # never sent: the connection is the sender's now
     return _streamed(opened, answer, download)
+
+
+def _accel_redirect(opened: OpenAsset, prefix: str) -> Response:
+    """Let nginx send the file (ranges, conditionals and all) from its internal location."""
+    opened.close()
+    response = Response(status=200)
+    response.headers["X-Accel-Redirect"] = prefix + quote(opened.path)
+    if request.method == "GET":
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        Download(app, opened.path, peer_ip(), None).handed_to_nginx()
+    return response
 
 
 def _head_only(answer: Plan) -> Response:
@@ -119,7 +134,7 @@ def _read(fd: int, piece: Slice) -> Iterator[bytes]:
 class Download:
     """A download under way; ``finished`` records it, once, as an event of its node."""
 
-    def __init__(self, app: Flask, path: str, ip: str | None, answer: Plan) -> None:
+    def __init__(self, app: Flask, path: str, ip: str | None, answer: Plan | None) -> None:
         self.app = app
         self.path = path
         self.ip = ip
@@ -133,7 +148,22 @@ class Download:
             finally:
                 db.session.remove()
 
+    def handed_to_nginx(self) -> None:
+        """Record the hand-off (nginx alone knows when the download ends)."""
+        record_download(
+            db.session,
+            self.ip,
+            message_for=lambda workflow_id: (
+                f"{self._role(workflow_id)} handed to nginx: {self.path} (X-Accel-Redirect)"
+            ),
+            complete=True,
+            metadata={"path": self.path, "via": "X-Accel-Redirect"},
+            now=self.app.config.get("CLOCK", utcnow)(),
+        )
+
     def _record(self, sent: Sent) -> None:
+        if self.answer is None:  # handed to nginx: recorded by handed_to_nginx
+            return
         role = "asset"
         total = self.answer.file_bytes
         what = f"{sent.file_bytes} bytes" if self.answer.status == 200 else "range"
