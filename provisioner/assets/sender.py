@@ -16,6 +16,7 @@ loop's parity (``bench assets``, docs/performance.md): every socket's wait for b
 was a thread wake-up of its own.
 """
 
+import contextlib
 import functools
 import itertools
 import logging
@@ -52,6 +53,7 @@ HANDOFF_KEY = "provisioner.assets.detach"
 SEND_TIMEOUT_SECONDS = 60
 #: Largest single ``os.sendfile`` call (a socket takes at most its send buffer, 4 MiB).
 SENDFILE_SLICE = 4 << 20
+TCP_CORK = getattr(socket, "TCP_CORK", 3)
 #: Sending loops at most (one per CPU up to this).
 MAX_LOOPS = 4
 #: How often transfers that made no progress for ``SEND_TIMEOUT_SECONDS`` are dropped.
@@ -214,6 +216,10 @@ class SendingLoop:
         while not self._incoming.empty():
             transfer = self._incoming.get()
             transfer.sock.setblocking(False)
+            # Full segments only until the end (nginx's tcp_nopush): close_gently's
+            # shutdown sends what is left.
+            with contextlib.suppress(OSError):
+                transfer.sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 1)
             self._selector.register(transfer.sock, selectors.EVENT_WRITE, transfer)
             self._advance(transfer)
 
