@@ -11,9 +11,9 @@ does: one system call per few MB, the GIL released during each). The answer carr
 serves as usual.
 
 A thread per download with blocking ``sendfile`` was tried first: it needs no GIL at all
-during a transfer, but on this 2-core machine it reached 0.71 x nginx against the event
-loop's parity (``bench assets``, docs/performance.md): every socket's wait for buffer space
-was a thread wake-up of its own.
+during a transfer, but every socket's wait for buffer space is then a thread wake-up of
+its own; the loops are nginx's design. ``bench assets`` compares both with nginx
+(docs/performance.md).
 """
 
 import contextlib
