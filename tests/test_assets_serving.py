@@ -249,3 +249,26 @@ def test_download_from_unknown_address_records_nothing(asset_app: Flask) -> None
     with client.get("/assets/debian/linux") as response:
         assert response.status_code == 200
     assert events_of(asset_app, node_id) == []
+
+
+def test_accel_redirect_hands_the_checked_path_to_nginx(
+    build_app, assets: Path, workflows_dir: Path
+) -> None:
+    (workflows_dir / "test-os.yaml").write_text(
+        "id: test-os\nname: Test OS\nkernel_path: debian/linux\ninitrd_path: http://x/i\n"
+    )
+    app = build_app(ASSETS_DIR=str(assets), ASSETS_ACCEL_REDIRECT="/internal-assets/")
+    node_id = add_node(app, "10.0.0.7")
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "10.0.0.7"
+    response = client.get("/assets/debian/linux")
+    assert response.headers["X-Accel-Redirect"] == "/internal-assets/debian/linux"
+    assert response.data == b""
+    assert client.get("/assets/debian/../../secret").status_code == 404
+    [event] = events_of(app, node_id)
+    assert event.message == "kernel handed to nginx: debian/linux (X-Accel-Redirect)"
+
+
+def test_assets_dir_defaults_to_the_data_directory(build_app, tmp_path: Path) -> None:
+    app = build_app(DATA_DIR=str(tmp_path / "data"))
+    assert app.config["ASSETS_DIR"] == str(tmp_path / "data" / "assets")
