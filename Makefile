@@ -30,7 +30,7 @@ E2E_TOOLS += /usr/include/libvirt/libvirt.h:libvirt-dev /usr/bin/pkg-config:pkg-
 # What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
 E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
 # The load generator the benchmarks drive.
-BENCH_TOOLS := wrk:wrk
+BENCH_TOOLS := wrk:wrk curl:curl /usr/sbin/nginx:nginx-light
 
 # Install the Debian packages of the command:package pairs in $(1) whose command is missing
 # (as root; otherwise say what is missing and why it matters, $(2)).

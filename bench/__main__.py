@@ -5,6 +5,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import assets
 from bench import http_scenarios
 from bench import scale
 from bench import slow
@@ -19,6 +20,7 @@ SCENARIOS = {
     "scale": scale.run,
     "slow": slow.run,
     "stop": stop.run,
+    "assets": assets.run,
 }
 RESULTS = Path(__file__).resolve().parent / "results.json"
 

@@ -28,6 +28,7 @@ from provisioner.web import metrics
 from provisioner.web import request_guard
 from provisioner.web import swagger_ui
 from provisioner.web.api import api
+from provisioner.web.assets import bp as assets_bp
 from provisioner.web.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.web.boot.views import bp as boot_bp
 from provisioner.web.context import SINGLE_READS_KEY
@@ -78,6 +79,7 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["WORKFLOWS_DIR"] = config.workflows_dir(
         settings["WORKFLOWS_DIR"], app.instance_path
     )
+    app.config["ASSETS_DIR"] = config.assets_dir(settings["ASSETS_DIR"], app.instance_path)
     app.config.update(
         API_TITLE="provisioner",
         API_VERSION="v1",
@@ -121,7 +123,7 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the node, boot and event APIs."""
-    for blueprint in (nodes_bp, boot_bp, events_bp, power_bp):
+    for blueprint in (nodes_bp, boot_bp, events_bp, power_bp, assets_bp):
         api.register_blueprint(blueprint)
 
 

@@ -164,6 +164,14 @@ def _report_auth(value: Any) -> str:
     return mode
 
 
+def _accel_prefix(value: Any) -> str:
+    """``ASSETS_ACCEL_REDIRECT``: empty, or the URI prefix of nginx's internal location."""
+    prefix = _text(value).strip()
+    if prefix and not re.fullmatch(r"/[A-Za-z0-9._~/-]*/", prefix):
+        raise ValueError('expected "" or a path that starts and ends with "/"')
+    return prefix
+
+
 #: Every key, its default and its parser. ``config.example.toml`` documents each one.
 SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATA_DIR": ("", _text),
@@ -174,6 +182,8 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "DATABASE_CONNECT_TIMEOUT": (3, _number(int, 1)),
     "SQLITE_SYNCHRONOUS": ("normal", _sqlite_synchronous),
     "WORKFLOWS_DIR": ("", _text),
+    "ASSETS_DIR": ("", _text),
+    "ASSETS_ACCEL_REDIRECT": ("", _accel_prefix),
     "SERVER_URL": ("", _text),
     "AUTO_REGISTER": (True, _bool),
     "INSTALL_TIMEOUT_MINUTES": (60.0, _number(float, 0)),
@@ -366,6 +376,12 @@ def workflows_dir(setting: str, instance_path: str) -> str:
     if not own.is_dir() and CHECKOUT_WORKFLOWS.is_dir():
         return str(CHECKOUT_WORKFLOWS)
     return str(own)
+
+
+def assets_dir(setting: str, instance_path: str) -> str:
+    """The folder served at ``/assets/``: ``setting`` (relative to the data directory), else
+    the data directory's ``assets/``."""
+    return os.path.join(instance_path, setting or "assets")
 
 
 def database_uri(url: str, instance_path: str) -> str:

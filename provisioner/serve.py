@@ -19,6 +19,9 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer
 from waitress.task import ErrorTask
 
+from provisioner.assets.sender import AssetSender
+from provisioner.assets.sender import DroppedAnswerFilter
+from provisioner.assets.sender import HandoffTask
 from provisioner.extensions import db
 from provisioner.logs import configure_logging
 from provisioner.pxe.dnsmasq_conf import PxeError
@@ -26,6 +29,7 @@ from provisioner.pxe.supervisor import start_pxe
 from provisioner.scheduler import start_scheduler
 from provisioner.scheduler import stop_scheduler
 from provisioner.version import VERSION
+from provisioner.web.assets import SENDER_KEY
 from provisioner.web.auth import startup_warnings
 from provisioner.web.context import single_reads
 
@@ -185,6 +189,7 @@ class JsonErrorChannel(HTTPChannel):
     """A waitress connection that answers its refusals with ``JsonErrorTask``."""
 
     error_task_class = JsonErrorTask
+    task_class = HandoffTask
 
 
 def accept_in_batches(listener: BaseWSGIServer) -> None:
@@ -212,6 +217,14 @@ def create_server(app: Flask, **adjustments: Any) -> Any:
             dispatcher.channel_class = JsonErrorChannel
             accept_in_batches(dispatcher)
     return server
+
+
+def start_asset_sender(app: Flask) -> AssetSender:
+    """The threads that send ``/assets`` bodies with ``os.sendfile`` (``assets.sender``)."""
+    sender = AssetSender(f"provisioner/{VERSION}")
+    app.extensions[SENDER_KEY] = sender
+    logging.getLogger("waitress").addFilter(DroppedAnswerFilter())
+    return sender
 
 
 def serve(
@@ -259,6 +272,7 @@ def serve(
     for warning in startup_warnings(app):
         log.warning("%s", warning)
     _stop_on_sigterm()
+    sender = start_asset_sender(app)
     start_scheduler(app)
     try:
         server = create_server(
@@ -286,6 +300,7 @@ def serve(
         stop_scheduler(app)
         if pxe_server is not None:
             pxe_server.stop()
+        sender.shutdown()
         close_database(app)
         log.info("provisioner: stopped")
 

@@ -16,6 +16,7 @@ from flask.cli import ScriptInfo
 
 import provisioner
 from provisioner import operational
+from provisioner.cli.assets import assets_group
 from provisioner.cli.db import db_group
 from provisioner.cli.events import events_command
 from provisioner.cli.events import stalled_command
@@ -63,6 +64,7 @@ APP_COMMANDS = (
     webhooks_group,
     power_command,
     pxe_group,
+    assets_group,
 )
 
 
@@ -273,6 +275,9 @@ EXAMPLES = {
         "provisioner pxe config > /etc/provisioner/pxe-dnsmasq.conf",
         "provisioner pxe config --interface eth1 --port 8080",
     ],
+    "assets fetch": ["provisioner assets fetch debian-12"],
+    "assets list": ["provisioner assets list", "provisioner assets list debian-12"],
+    "assets verify": ["provisioner assets verify", "provisioner assets verify --offline"],
 }
 
 

@@ -1,14 +1,30 @@
 """``provisioner workflows ...``: list and check workflow files."""
 
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from provisioner.assets.fetch import verify
 from provisioner.cli.nodes import _workflow_store
 from provisioner.domain import workflows
+from provisioner.domain.assets import asset_path
 from provisioner.domain.install_configs import check_configs
+
+
+def asset_problems(workflow: workflows.Workflow, offline: bool) -> list[str]:
+    """Files of the workflow's ``assets:`` list that are missing or do not match their
+    checksum (a missing kernel or initrd file is ``check_sources``'s to report)."""
+    root = Path(current_app.config["ASSETS_DIR"])
+    served = {asset_path(workflow.kernel_path), asset_path(workflow.initrd_path)}
+    problems = []
+    for spec in workflow.assets:
+        result = verify(spec, root, offline=offline)
+        if result.problem and not (spec.path in served and not result.path.is_file()):
+            problems.append(f"assets: {result.problem}")
+    return problems
 
 
 @click.group("workflows")
@@ -41,11 +57,13 @@ def workflows_check(offline: bool) -> None:
             found += check_configs(current_app.extensions["provisioner.jinja"], entry.workflow)
             sources = workflows.check_sources(
                 entry.workflow,
-                directory=store.directory,
+                directory=Path(current_app.config["ASSETS_DIR"]),
                 server_url=current_app.config["SERVER_URL"],
                 offline=offline,
             )
             found += sources.problems
+            found += asset_problems(entry.workflow, offline)
+            found += asset_problems(entry.workflow, offline)
             for warning in sources.warnings:
                 click.echo(f"{entry.file}: warning: {warning}", err=True)
             for note in sources.notes:

@@ -261,6 +261,7 @@ def boot_variables(node: Node, server_url: str, report_token: str = "") -> dict[
     server = server_url.rstrip("/")
     return {
         "server": server,
+        "assets": f"{server}/assets",
         "node_id": node.id,
         "mac": node.mac_address,
         "ip": node.ip_address or "",

@@ -22,7 +22,7 @@ from provisioner.store.writes import insert_rows
 
 
 class EventType(StrEnum):
-    """Kinds of ``NodeEvent``: seven a node reports, two the server writes."""
+    """Kinds of ``NodeEvent``: seven a node reports, three the server writes."""
 
     BOOT_STARTED = "boot_started"
     INSTALL_STARTED = "install_started"
@@ -43,6 +43,7 @@ class EventType(StrEnum):
     POWER_NETBOOT = "power_netboot"
     POWER_FAILED = "power_failed"
     POWER_CONFIGURED = "power_configured"
+    ASSET_SERVED = "asset_served"
 
 
 class EventStatus(StrEnum):

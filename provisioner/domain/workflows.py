@@ -19,12 +19,13 @@ from typing import Any
 import yaml
 from marshmallow import ValidationError
 
+from provisioner.domain.assets import AssetSpec
 from provisioner.domain.escaping import inert
 from provisioner.domain.validation import WORKFLOW_ID
 from provisioner.domain.validation import WorkflowSchema
 
 SUFFIXES = (".json", ".yaml", ".yml")
-VARIABLES = ("server", "node_id", "mac", "ip", "hostname", "report_url", "report_token")
+VARIABLES = ("server", "assets", "node_id", "mac", "ip", "hostname", "report_url", "report_token")
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _ID = re.compile(WORKFLOW_ID)
 
@@ -51,6 +52,7 @@ class Workflow:
     architecture: str = "x86_64"
     boot_mode: str = "any"
     templates: dict[str, str] = field(default_factory=dict)
+    assets: list[AssetSpec] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -89,19 +91,19 @@ def render(template: str, variables: Mapping[str, str]) -> str:
     return _VARIABLE.sub(substitute, template)
 
 
-def resolve_url(path: str, server: str) -> str:
-    """A kernel/initrd path is a URL, or a path served by this server."""
+def resolve_url(path: str, assets: str) -> str:
+    """A kernel/initrd path is a URL, or a file in ``ASSETS_DIR`` served at ``assets``."""
     if re.match(r"^(https?|tftp)://", path):
         return path
-    return f"{server.rstrip('/')}/{path.lstrip('/')}"
+    return f"{assets.rstrip('/')}/{path.lstrip('/')}"
 
 
 def boot_files(workflow: Workflow, variables: Mapping[str, str]) -> BootFiles:
     """Render the workflow's kernel, initrd and command line for one node."""
-    server = variables["server"]
+    assets = variables.get("assets") or f"{variables['server'].rstrip('/')}/assets"
     return BootFiles(
-        kernel_url=resolve_url(render(workflow.kernel_path, variables), server),
-        initrd_url=resolve_url(render(workflow.initrd_path, variables), server),
+        kernel_url=resolve_url(render(workflow.kernel_path, variables), assets),
+        initrd_url=resolve_url(render(workflow.initrd_path, variables), assets),
         cmdline=render(workflow.cmdline, variables),
     )
 
@@ -110,6 +112,7 @@ def sample_variables() -> dict[str, str]:
     """Stand-in values used when checking that a workflow renders."""
     return {
         "server": "http://provisioner.example:8080",
+        "assets": "http://provisioner.example:8080/assets",
         "node_id": "00000000-0000-4000-8000-000000000000",
         "mac": "52:54:00:00:00:01",
         "ip": "192.0.2.10",
@@ -150,7 +153,7 @@ def check(workflow: Workflow) -> list[str]:
 
 
 #: Variables whose value differs per node: a path using one cannot be checked beforehand.
-PER_NODE_VARIABLES = frozenset(VARIABLES) - {"server"}
+PER_NODE_VARIABLES = frozenset(VARIABLES) - {"server", "assets"}
 #: How long ``workflows check`` waits for a kernel or initrd URL to answer ``HEAD``.
 HEAD_TIMEOUT_SECONDS = 10
 
@@ -168,8 +171,8 @@ def check_sources(
     workflow: Workflow, *, directory: Path, server_url: str, offline: bool
 ) -> SourceReport:
     """Check that the kernel and initrd can be had: a URL answers ``HEAD`` with 200, a path
-    (absolute, or relative to ``directory``) exists. This server serves no files yet, so a
-    path is also a warning: a boot would get 404 for it."""
+    (``${assets}/...``, or any path without a scheme) exists in ``directory``, the assets
+    directory. Whether the file matches its checksum is ``provisioner.assets.verify``'s."""
     report = SourceReport()
     for name in ("kernel_path", "initrd_path"):
         template = getattr(workflow, name)
@@ -181,7 +184,7 @@ def check_sources(
             report.notes.append(f"{name}: not checked: set SERVER_URL to check ${{server}} URLs")
             continue
         try:
-            value = render(template, {"server": server_url.rstrip("/")})
+            value = render(template, {"server": server_url.rstrip("/"), "assets": ""})
         except WorkflowError:
             continue  # check() reports it
         _check_source(report, name, value, directory, offline)
@@ -199,13 +202,12 @@ def _check_source(
         elif problem := head_problem(value):
             report.problems.append(f"{name}: {problem}")
     else:
-        path = Path(value) if Path(value).is_absolute() else directory / value
+        path = directory / value.lstrip("/")
         if not path.is_file():
-            report.problems.append(f"{name}: {value}: no such file ({path})")
-        report.warnings.append(
-            f"{name}: {value} is a path on this server, which does not serve files yet (a "
-            "boot gets 404): serve it with a web server and give its http:// URL"
-        )
+            report.problems.append(
+                f"{name}: {value.lstrip('/')}: no such file in ASSETS_DIR ({path}); "
+                "'provisioner assets fetch' downloads a workflow's assets"
+            )
 
 
 def head_problem(url: str, timeout: float = HEAD_TIMEOUT_SECONDS) -> str | None:

@@ -26,6 +26,7 @@ NODE_FACING = {
     "boot.install_config",
     "boot.install_config_seed",
     "boot.report_script",
+    "assets.asset",
     "events.report",
     "events.phone_home",
 }

@@ -17,6 +17,7 @@ from provisioner.cli import main
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
 PRODUCT_COMMANDS = {
+    "assets",
     "db",
     "events",
     "nodes",

@@ -1,6 +1,7 @@
 """``provisioner workflows check``: kernels and initrds are checked where they can be: a URL
 must answer ``HEAD`` with 200 (a local HTTP server on loopback plays the mirror), a path must
-exist (and is a warning: this server serves no files yet); ``--offline`` sends nothing."""
+name a file in ``ASSETS_DIR`` (served at ``/assets/``) and must exist; ``--offline`` sends
+nothing. Checksums of a workflow's ``assets:`` list: tests/test_assets_cli.py."""
 
 import functools
 import http.server
@@ -59,12 +60,12 @@ def workflow_file(directory: Path, workflow_id: str, kernel: str, initrd: str) -
 
 
 @pytest.fixture
-def check(build_app, workflows_dir: Path):
+def check(build_app, workflows_dir: Path, tmp_path: Path):
     """Run ``workflows check`` on a workflows folder holding only the files a test writes."""
     (workflows_dir / "test-os.yaml").unlink()
 
     def run(*args: str, server_url: str = ""):
-        application = build_app(SERVER_URL=server_url)
+        application = build_app(SERVER_URL=server_url, ASSETS_DIR=str(tmp_path / "assets"))
         return application.test_cli_runner().invoke(args=["workflows", "check", *args])
 
     return run
@@ -108,24 +109,23 @@ def test_offline_sends_nothing(check, workflows_dir, mirror):
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_a_path_must_exist_and_is_a_warning_until_the_server_serves_files(
-    check, workflows_dir, tmp_path
-):
-    kernel = tmp_path / "vmlinuz"
-    kernel.write_bytes(b"kernel")
-    workflow_file(workflows_dir, "paths", str(kernel), "images/initrd.img")
+def test_a_path_names_a_file_in_assets_dir(check, workflows_dir, tmp_path):
+    assets = tmp_path / "assets"
+    (assets / "images").mkdir(parents=True)
+    (assets / "images" / "vmlinuz").write_bytes(b"kernel")
+    workflow_file(workflows_dir, "paths", "/images/vmlinuz", "${assets}/images/initrd.img")
     result = check()
     assert result.exit_code == 1
-    missing = workflows_dir / "images" / "initrd.img"
-    assert f"initrd_path: images/initrd.img: no such file ({missing})" in result.output
-    assert "kernel_path: " + str(kernel) + ": no such file" not in result.output
-    assert "does not serve files yet" in result.output
+    missing = assets / "images" / "initrd.img"
+    assert f"initrd_path: images/initrd.img: no such file in ASSETS_DIR ({missing})" in (
+        result.output
+    )
+    assert "kernel_path" not in result.output
 
-    missing.parent.mkdir()
     missing.write_bytes(b"initrd")
     result = check()
     assert result.exit_code == 0, result.output
-    assert "paths.yaml: warning: initrd_path: images/initrd.img is a path" in result.output
+    assert "warning" not in result.output
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

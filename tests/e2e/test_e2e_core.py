@@ -99,7 +99,8 @@ def test_unknown_machine_is_discovered_installed_then_boots_locally(
             f"kernel {server.url}/files/e2e-os/vmlinuz console=ttyS0 ip=dhcp node={node_id} "
             f"mac={MAC} host={HOSTNAME} url={server.url}/done"
         )
-        assert command(lines, "initrd") == f"initrd {server.url}/files/e2e-os/initrd.img"
+        # a path without a scheme names a file of ASSETS_DIR, served at /assets/
+        assert command(lines, "initrd") == f"initrd {server.url}/assets/files/e2e-os/initrd.img"
         assert command(lines, "boot") == "boot"
         verbs = [line.split(" ", 1)[0] for line in lines]
         assert verbs.index("kernel") < verbs.index("initrd") < verbs.index("boot")

@@ -241,12 +241,12 @@ def test_rendered_values_are_not_expanded_again():
 
 
 def test_boot_files_resolve_server_paths():
-    """A server path becomes a URL on the server; a full URL is kept."""
+    """A path names a file of ASSETS_DIR, served at ``/assets/``; a full URL is kept."""
     fields = {"id": "demo", **FIELDS, "kernel_path": "${server}/k/vmlinuz"}
     workflow = Workflow(file="demo.yaml", **fields)
     files = boot_files(workflow, sample_variables() | {"node_id": "n-1"})
     assert files.kernel_url == "http://provisioner.example:8080/k/vmlinuz"
-    assert files.initrd_url == "http://provisioner.example:8080/files/initrd.img"
+    assert files.initrd_url == "http://provisioner.example:8080/assets/files/initrd.img"
     assert files.cmdline == "ip=dhcp url=http://provisioner.example:8080/seed/n-1"
 
 

@@ -1,0 +1,278 @@
+"""Serving a 128 MB installer file: provisioner against nginx, side by side in one run.
+
+nginx (Debian's nginx-light, ``sendfile on``, its default ``worker_processes auto``) and
+``provisioner serve`` serve the same file from the same directory on loopback. Each round:
+
+1. 32, then 128 concurrent ``curl -o /dev/null`` processes each download the file once from
+   one server, then from the other: aggregate throughput (bytes / wall time) and the
+   server's CPU seconds (user + system, every thread and worker) per GB sent;
+2. 32 curl processes download in a loop from one server while wrk measures boot and report
+   throughput against provisioner (64 connections each, as ``bench http``), then the same
+   while the loop downloads from nginx: what the downloads cost the request threads.
+
+A figure is the median round's, a ratio the median of the rounds' ratios. Peak RSS is
+provisioner's VmHWM at the end.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.http_scenarios import BOOT_LUA
+from bench.http_scenarios import NODES
+from bench.http_scenarios import REPORT_LUA
+from bench.http_scenarios import SECONDS
+from bench.http_scenarios import THREADS
+from bench.populate import add_nodes
+from bench.populate import bench_token
+from bench.populate import mark_seen
+from bench.server import ServerProcess
+from bench.server import free_port
+from bench.server import migrated_database
+from bench.wrk import lua_list
+from bench.wrk import run_wrk
+from provisioner.timeutil import utcnow
+
+FILE_MB = 128
+CLIENTS = (32, 128)
+LOOP_CLIENTS = 32
+ROUNDS = 3
+GB = 1e9
+NGINX_CONFIG = """\
+daemon off;
+{user}
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location /assets/ {{ alias {assets}/; }}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    path = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+    if path is None:
+        raise SystemExit("nginx is not installed: apt-get install nginx-light (make e2e-deps)")
+    return path
+
+
+@contextmanager
+def nginx(workdir: Path, assets: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """nginx serving ``assets`` at ``/assets/`` on loopback; yields its URL and process."""
+    directory = workdir / "nginx"
+    directory.mkdir()
+    port = free_port()
+    user = "user root;" if os.geteuid() == 0 else ""
+    config = directory / "nginx.conf"
+    config.write_text(NGINX_CONFIG.format(user=user, dir=directory, port=port, assets=assets))
+    with (directory / "stderr.log").open("ab") as log:
+        process = subprocess.Popen(
+            [nginx_binary(), "-p", str(directory), "-c", str(config), "-e", "stderr"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_listening(port)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+
+
+def wait_listening(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its children (nginx's workers)."""
+    pids = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return pids + [int(child) for child in children]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its children, all threads."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for each in tree_pids(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def curl_command(url: str) -> list[str]:
+    return ["curl", "--silent", "--fail", "--noproxy", "*", "-o", "/dev/null", url]
+
+
+def download_all(url: str, clients: int, size: int, pid: int) -> dict:
+    """``clients`` curl processes download ``url`` at once; throughput and CPU per GB."""
+    cpu_before = cpu_seconds(pid)
+    started = time.monotonic()
+    processes = [subprocess.Popen(curl_command(url)) for _ in range(clients)]
+    failed = sum(process.wait() != 0 for process in processes)
+    seconds = time.monotonic() - started
+    cpu = cpu_seconds(pid) - cpu_before
+    sent = clients * size
+    return {
+        "clients": clients,
+        "seconds": round(seconds, 2),
+        "gbit_per_s": round(sent * 8 / seconds / GB, 2),
+        "cpu_s_per_gb": round(cpu / (sent / GB), 3),
+        "failed": failed,
+    }
+
+
+@contextmanager
+def looping_downloads(url: str, clients: int) -> Iterator[None]:
+    """``clients`` threads each running curl on ``url`` again and again until the end."""
+    stop = threading.Event()
+    running: list[subprocess.Popen] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        while not stop.is_set():
+            with lock:
+                if stop.is_set():
+                    return
+                process = subprocess.Popen(curl_command(url))
+                running.append(process)
+            process.wait()
+            with lock:
+                running.remove(process)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # every client connected and sending
+    try:
+        yield
+    finally:
+        stop.set()
+        with lock:
+            for process in running:
+                process.terminate()
+        for thread in threads:
+            thread.join(30)
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def median_ratio(over: list[dict], under: list[dict], key: str) -> float:
+    """The median over rounds of ``over[key] / under[key]`` in the same round."""
+    return round(median([a[key] / b[key] for a, b in zip(over, under, strict=True)]), 3)
+
+
+def run(workdir: Path) -> dict:
+    assets = workdir / "assets"
+    assets.mkdir()
+    payload = assets / "installer.img"
+    with payload.open("wb") as out:
+        for _ in range(FILE_MB):
+            out.write(os.urandom(1024 * 1024))
+    size = payload.stat().st_size
+    database, env = migrated_database(workdir, "assets", ASSETS_DIR=str(assets))
+    now = utcnow()
+    macs = add_nodes(database, active=NODES, installing=NODES, installing_since=now, now=now)
+    tokens = [bench_token(NODES + i) for i in range(NODES)]
+    boot_script = lua_list("macs", macs[:NODES]) + BOOT_LUA
+    report_script = lua_list("macs", macs[NODES:]) + lua_list("tokens", tokens) + REPORT_LUA
+    rounds: dict[str, list[dict]] = {}
+    load_before = os.getloadavg()
+    with (
+        ServerProcess(env, workdir, name="assets-server", threads=THREADS) as server,
+        nginx(workdir, assets) as (nginx_url, nginx_process),
+    ):
+        ours = f"{server.url}/assets/installer.img"
+        theirs = f"{nginx_url}/assets/installer.img"
+        for _ in range(ROUNDS):
+            for clients in CLIENTS:
+                for name, url, pid in (
+                    ("provisioner", ours, server.pid),
+                    ("nginx", theirs, nginx_process.pid),
+                ):
+                    figures = download_all(url, clients, size, pid)
+                    rounds.setdefault(f"download_{clients}_{name}", []).append(figures)
+            for name, url in (("provisioner", ours), ("nginx", theirs)):
+                with looping_downloads(url, LOOP_CLIENTS):
+                    for kind, script in (("boot", boot_script), ("report", report_script)):
+                        if kind == "boot":
+                            mark_seen(database, utcnow())
+                        figures = run_wrk(
+                            server.url, script, workdir, connections=64, seconds=SECONDS
+                        )
+                        rounds.setdefault(f"{kind}_beside_{name}", []).append(figures)
+        peak = peak_rss_mb(server.pid)
+    figures: dict = {}
+    ratios: dict = {}
+    for clients in CLIENTS:
+        ours_rounds = rounds[f"download_{clients}_provisioner"]
+        theirs_rounds = rounds[f"download_{clients}_nginx"]
+        for name, values in (("provisioner", ours_rounds), ("nginx", theirs_rounds)):
+            figures[f"download_{clients}_{name}"] = {
+                "gbit_per_s": median([v["gbit_per_s"] for v in values]),
+                "cpu_s_per_gb": median([v["cpu_s_per_gb"] for v in values]),
+                "rounds_gbit_per_s": [v["gbit_per_s"] for v in values],
+                "failed": sum(v["failed"] for v in values),
+            }
+        ratios[f"throughput_{clients}_vs_nginx"] = median_ratio(
+            ours_rounds, theirs_rounds, "gbit_per_s"
+        )
+    for kind in ("boot", "report"):
+        ours_rounds = rounds[f"{kind}_beside_provisioner"]
+        theirs_rounds = rounds[f"{kind}_beside_nginx"]
+        figures[f"{kind}_beside_provisioner_rps"] = [v["rps"] for v in ours_rounds]
+        figures[f"{kind}_beside_nginx_rps"] = [v["rps"] for v in theirs_rounds]
+        ratios[f"{kind}_beside_provisioner_vs_nginx"] = median_ratio(
+            ours_rounds, theirs_rounds, "rps"
+        )
+    figures["provisioner_peak_rss_mb"] = peak
+    figures["file_mb"] = FILE_MB
+    figures["load_average_before_after"] = [
+        [round(x, 2) for x in load_before],
+        [round(x, 2) for x in os.getloadavg()],
+    ]
+    figures["ratios"] = ratios
+    return figures
