@@ -32,6 +32,8 @@ from provisioner.extensions import db
 from provisioner.extensions import migrate
 from provisioner.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
 from provisioner.nodes.views import bp as nodes_bp
+from provisioner.web import groups as web_groups
+from provisioner.web.boot_menu import bp as boot_menu_bp
 from provisioner.workflows import WorkflowStore
 
 #: Largest request body accepted (413 beyond): reports and API bodies are small JSON.
@@ -104,6 +106,7 @@ def init_extensions(app: Flask) -> None:
     webhooks.init_app(app)
     group_commit.init_app(app)
     dashboard.init_app(app)
+    web_groups.init_app(app)
     with app.app_context():
         configure_engine(db.engine, app.config["SQLITE_SYNCHRONOUS"])
         app.extensions[SINGLE_READS_KEY] = SingleReads(db.engine)
@@ -116,7 +119,7 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the node, boot and event APIs."""
-    for blueprint in (nodes_bp, boot_bp, events_bp):
+    for blueprint in (nodes_bp, boot_bp, events_bp, web_groups.bp, boot_menu_bp):
         api.register_blueprint(blueprint)
 
 

@@ -25,7 +25,7 @@ PENDING_EVENTS = "provisioner.events"
 
 
 class EventType(StrEnum):
-    """Kinds of ``NodeEvent``: seven a node reports, two the server writes."""
+    """Kinds of ``NodeEvent``: seven a node reports, three the server writes."""
 
     BOOT_STARTED = "boot_started"
     INSTALL_STARTED = "install_started"
@@ -36,6 +36,8 @@ class EventType(StrEnum):
     HEARTBEAT = "heartbeat"
     INSTALL_TIMEOUT = "install_timeout"
     DISCOVERED = "discovered"
+    #: A pending node's workflow does not fit the machine (architecture or firmware).
+    BOOT_REFUSED = "boot_refused"
 
 
 class EventStatus(StrEnum):

@@ -11,6 +11,7 @@ from provisioner.boot.views import bp
 from provisioner.booting import boot_variables
 from provisioner.context import server_url
 from provisioner.context import workflow_store
+from provisioner.domain.groups import effective_workflow
 from provisioner.extensions import db
 from provisioner.install_configs import ConfigNotFound
 from provisioner.install_configs import render_config
@@ -20,6 +21,7 @@ from provisioner.report_script import render_report_script
 from provisioner.report_tokens import TokenMatch
 from provisioner.report_tokens import match_report_token
 from provisioner.report_tokens import presented_token
+from provisioner.web.groups import node_group
 from provisioner.workflows import WorkflowError
 
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
@@ -36,12 +38,15 @@ def _render(ref: str, name: str, token: str | None) -> Response:
             fail(401, "Missing or invalid report token for this node")
     if node is None:
         fail(404, f"Node {ref[:80]!r} not found")
-    if not node.workflow_id:
+    group = node_group(node)
+    choice = effective_workflow(node.workflow_id, group)
+    if not choice.workflow_id:
         fail(404, f"Node {node.id} has no workflow")
     store = workflow_store()
     try:
-        workflow = store.load(node.workflow_id)
-        variables = boot_variables(node, server_url(), token or "")
+        workflow = store.load(choice.workflow_id)
+        extra = group.variables if group is not None else {}
+        variables = boot_variables(node, server_url(), token or "", extra)
         text = render_config(
             current_app.extensions["provisioner.jinja"], workflow, name, variables
         )

@@ -3,7 +3,6 @@
 import logging
 
 from flask import Response
-from flask import current_app
 from flask import request
 from marshmallow import ValidationError
 from sqlalchemy.exc import DataError
@@ -13,18 +12,16 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from provisioner import ipxe
 from provisioner.api import Blueprint
 from provisioner.booting import BootRequest
-from provisioner.booting import BootSettings
 from provisioner.booting import answer_boot
 from provisioner.context import now
 from provisioner.context import peer_ip
 from provisioner.context import server_url
 from provisioner.context import single_reads
-from provisioner.context import workflow_store
 from provisioner.database import is_storage_full
 from provisioner.errors import is_unavailable
 from provisioner.extensions import db
 from provisioner.schemas import BootQuerySchema
-from provisioner.sweeper import StallRules
+from provisioner.web.boot_settings import boot_settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, description="iPXE boot scripts (node-facing)")
@@ -51,6 +48,7 @@ BOOT_PARAMETERS = [
         ("hostname", "Host name, if known"),
         ("arch", "CPU architecture (iPXE ${buildarch})"),
         ("platform", "Firmware platform: pcbios or efi (iPXE ${platform})"),
+        ("asset", "Asset tag (iPXE ${asset})"),
     )
 ]
 
@@ -86,15 +84,12 @@ def boot():
         hostname=args.get("hostname"),
         arch=args.get("arch"),
         boot_mode=_boot_mode(args.get("platform")),
-    )
-    settings = BootSettings(
-        server_url=server_url(),
-        auto_register=current_app.config["AUTO_REGISTER"],
-        workflows=workflow_store(),
-        rules=StallRules.from_config(current_app.config),
+        asset=args.get("asset"),
     )
     try:
-        script = answer_boot(db.session, boot_request, settings, now(), reads=single_reads())
+        script = answer_boot(
+            db.session, boot_request, boot_settings(), now(), reads=single_reads()
+        )
     except Exception as exc:  # noqa: BLE001 - iPXE runs scripts, never a JSON error
         db.session.rollback()
         return _failure_script(exc)

@@ -1,0 +1,1 @@
+"""Lifecycle and provisioning rules: no Flask, no SQL text."""

@@ -1,0 +1,1 @@
+"""Database access: transactions, the SQLite group writer, locks, queries."""

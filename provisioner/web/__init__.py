@@ -1,0 +1,1 @@
+"""HTTP layer: Flask blueprints and request handling (imports domain and store)."""
