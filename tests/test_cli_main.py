@@ -19,6 +19,7 @@ PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
 PRODUCT_COMMANDS = {
     "db",
     "events",
+    "groups",
     "nodes",
     "prune",
     "serve",

@@ -245,3 +245,19 @@ def test_an_install_boot_reads_the_groups_once_from_the_cache(app, client):
     boot(client)
     group_reads = [s for s in statements if "machine_groups" in s]
     assert len(group_reads) == 1 and "machine_groups_version" in group_reads[0]
+
+
+def test_the_dashboard_lists_groups_and_shows_a_nodes_group(client):
+    create(
+        client,
+        name="lab",
+        mac_prefix="52:54:00",
+        workflow_id="test-os",
+        variables={"ntp": "<b>x</b>"},
+    )
+    page = client.get("/groups").get_data(as_text=True)
+    assert 'data-group="lab"' in page and "mac_prefix=52:54:00" in page
+    assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
+    boot(client)
+    node_page = client.get(f"/nodes/{MAC}").get_data(as_text=True)
+    assert 'test-os <span class="muted">(from group lab)</span>' in node_page

@@ -10,6 +10,7 @@ from provisioner.dashboard import access
 from provisioner.dashboard import actions  # noqa: F401  (adds its routes to bp)
 from provisioner.dashboard import filters
 from provisioner.dashboard.views import bp
+from provisioner.web import groups_dashboard  # noqa: F401  (adds /groups to bp)
 
 
 def init_app(app: Flask) -> None:

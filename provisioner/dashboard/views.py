@@ -35,6 +35,7 @@ from provisioner.scrape import node_counts
 from provisioner.scrape import stalled_among
 from provisioner.stalled_feed import stalled_feed
 from provisioner.sweeper import StallRules
+from provisioner.web.groups import node_group
 
 bp = Blueprint(
     "dashboard",
@@ -122,6 +123,7 @@ def node_context(node: Node) -> dict[str, Any]:
         "history": list(reversed(history)),
         "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
         "valid_moves": valid_transitions(node.state),
+        "group": node_group(node),
     }
 
 
