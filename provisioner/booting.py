@@ -21,6 +21,7 @@ from sqlalchemy.orm import scoped_session
 from provisioner import ipxe
 from provisioner.database import SingleReads
 from provisioner.database import write_transaction
+from provisioner.domain.boot_menu import MENU_STATES
 from provisioner.domain.boot_menu import MenuSettings
 from provisioner.domain.groups import Facts
 from provisioner.domain.groups import GroupRule
@@ -191,7 +192,7 @@ def _menu(
 ) -> str | None:
     """The boot menu's script when ``node`` gets one (its tags read only if they decide)."""
     menu = settings.menu
-    if menu is None or settings.menu_for is None or not menu.enabled:
+    if menu is None or settings.menu_for is None or node.state not in MENU_STATES:
         return None
     needs_tags = menu.needs_tags and node.boot_menu is None
     return settings.menu_for(node, tags() if needs_tags else ())

@@ -1,10 +1,13 @@
 """The console boot menu: who is shown it, and what a choice does (the same rows as the API)."""
 
+import contextlib
 import re
 from urllib.parse import parse_qs
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import Engine
+from sqlalchemy import event
 from sqlalchemy import select
 
 from provisioner.extensions import db
@@ -19,6 +22,22 @@ IP = "192.0.2.10"
 @pytest.fixture
 def app(build_app):
     return build_app(BOOT_MENU=True)
+
+
+@contextlib.contextmanager
+def every_statement():
+    """The SQL every engine runs meanwhile (the boot's single reads use an engine of their
+    own on SQLite)."""
+    statements: list[str] = []
+
+    def note(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "before_cursor_execute", note)
 
 
 def boot(client, mac=MAC, ip=IP, **params):
@@ -163,3 +182,18 @@ def test_hostile_workflow_names_are_menu_text_only(app, client, workflows_dir):
     assert item.startswith("item wf1 x ")
     for bad in ("${", "||", "&&", "#", "\n"):
         assert bad not in item
+
+
+def test_a_machine_with_nothing_to_wait_for_costs_no_tag_read(build_app, clock):
+    """With BOOT_MENU_TAGS set, only waiting nodes' tags are read: an active node's boot
+    stays one read."""
+    application = build_app(BOOT_MENU=True, BOOT_MENU_TAGS=["lab"])
+    client = application.test_client()
+    boot(client)
+    client.patch(f"/api/v1/nodes/{MAC}/state", json={"state": "active", "force": True})
+    clock.advance(seconds=1)
+    boot(client)  # records the sighting
+    with every_statement() as statements:
+        boot(client)
+    assert statements  # the glance itself is seen
+    assert not any("node_tags" in s for s in statements)

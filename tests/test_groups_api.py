@@ -1,11 +1,12 @@
 """Machine groups through the API and at boot: CRUD, validation, the dry run, the workflow
 and variables a group gives, ``auto_install``, and the cache shared by instances."""
 
+import contextlib
+
 import dbcheck
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy import event
-
-from provisioner.extensions import db
 
 MAC = "52:54:00:12:34:56"
 
@@ -217,23 +218,28 @@ def test_a_group_change_reaches_another_instance_at_its_next_lookup(build_app):
     )
 
 
-def count_statements(app):
-    statements = []
-    with app.app_context():
-        engine = db.engine
+@contextlib.contextmanager
+def every_statement():
+    """The SQL every engine runs meanwhile (boots' single reads have an engine of their own
+    on SQLite)."""
+    statements: list[str] = []
 
     def note(conn, cursor, statement, *args):
         statements.append(statement)
 
-    event.listen(engine, "before_cursor_execute", note)
-    return statements
+    event.listen(Engine, "before_cursor_execute", note)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "before_cursor_execute", note)
 
 
 def test_a_known_machine_booting_its_disk_never_reads_the_groups(app, client):
     create(client, name="lab", workflow_id="test-os")
     boot(client)  # registers it
-    statements = count_statements(app)
-    boot(client)
+    with every_statement() as statements:
+        boot(client)
+    assert statements
     assert not any("machine_groups" in statement for statement in statements)
 
 
@@ -241,8 +247,8 @@ def test_an_install_boot_reads_the_groups_once_from_the_cache(app, client):
     create(client, name="lab", workflow_id="test-os")
     client.get("/api/v1/groups/match", query_string={"mac": MAC})  # loads the cache
     pending(client)
-    statements = count_statements(app)
-    boot(client)
+    with every_statement() as statements:
+        boot(client)
     group_reads = [s for s in statements if "machine_groups" in s]
     assert len(group_reads) == 1 and "machine_groups_version" in group_reads[0]
 
