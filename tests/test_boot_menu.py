@@ -60,7 +60,7 @@ def choose(client, url, ip=IP):
 
 def test_a_new_machine_is_shown_the_menu_that_times_out_into_its_disk(client):
     script = boot(client)
-    assert "item wf1 Test OS (test-os)" in script
+    assert "item --key 1 wf1 1) Test OS (test-os)" in script
     assert "choose --timeout 30000 --default local target || goto local" in script
     local = script.splitlines().index(":local")
     assert script.splitlines()[local + 2] == "exit"
@@ -179,7 +179,7 @@ def test_hostile_workflow_names_are_menu_text_only(app, client, workflows_dir):
     )
     script = boot(client)
     item = next(line for line in script.splitlines() if "(evil)" in line)
-    assert item.startswith("item wf1 x ")
+    assert item.startswith("item --key 1 wf1 1) x ")
     for bad in ("${", "||", "&&", "#", "\n"):
         assert bad not in item
 

@@ -229,7 +229,7 @@ def test_hostile_workflow_names_stay_menu_text():
         timeout_seconds=30,
     )
     lines = script.splitlines()
-    item = next(line for line in lines if line.startswith("item wf1 "))
+    item = next(line for line in lines if line.startswith("item --key 1 wf1 1) "))
     assert "$" not in item and "||" not in item and "&&" not in item and "#" not in item
     assert " --gap" not in item  # a word cannot turn into an option of `item`
     labels = [line for line in lines if line.startswith(":")]

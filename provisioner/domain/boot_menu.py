@@ -27,6 +27,8 @@ MENU_STATES = frozenset({State.DISCOVERED, State.REPROVISION, State.INSTALL_FAIL
 #: A choice URL stays valid this long after the menu's timeout (someone reading slowly).
 GRACE_SECONDS = 300
 MENU_PATH = "/api/v1/boot/menu"
+#: Entries chosen with a digit key (1-9).
+MAX_KEYED = 9
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,10 @@ def menu_script(
     ]
     for number, workflow in enumerate(workflows, start=1):
         text = _item_text(ipxe.safe(f"{workflow.name} ({workflow.id})"))
-        lines.append(f"item wf{number} {text}")
+        # The first nine get a digit key: pressing it chooses the entry at once.
+        key = f"--key {number} " if number <= MAX_KEYED else ""
+        shown = f"{number}) " if number <= MAX_KEYED else ""
+        lines.append(f"item {key}wf{number} {shown}{text}")
     lines += [
         "item --gap",
         f"item local Boot from local disk (chosen in {timeout_seconds} seconds)",
