@@ -321,9 +321,8 @@ def _start_install(
             metadata={"workflow_id": workflow.id, "arch": node.arch, "boot_mode": node.boot_mode},
             effect="stays pending",
         )
-        return ipxe.wait_and_exit(
-            reason
-        ), f"local boot (does not fit: {node.arch}/{node.boot_mode})"
+        served = f"local boot (does not fit: {node.arch}/{node.boot_mode})"
+        return ipxe.wait_and_exit(reason), served
     install_report_token(node, token)
     attempt = node.install_attempts + 1
     transition(

@@ -118,7 +118,7 @@ def console_vm(qemu_binary: str, tmp_path: Path, server: ServerProcess, path: Pa
 
 
 def test_nobody_at_the_console_the_menu_times_out_into_the_local_disk(
-    qemu,
+    qemu,  # noqa: F811
     tmp_path,
     server,
     socket_path,
@@ -136,7 +136,7 @@ def test_nobody_at_the_console_the_menu_times_out_into_the_local_disk(
 
 
 def test_pressing_a_key_at_the_menu_installs_that_workflow(
-    qemu,
+    qemu,  # noqa: F811
     tmp_path,
     server,
     socket_path,
