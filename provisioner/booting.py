@@ -205,7 +205,8 @@ def _group(session: Session, node: Node, settings: BootSettings) -> GroupRule | 
     rules = settings.groups(session)
     if not rules:
         return None
-    return winning_group(rules, Facts.of_node(node, node.tags))
+    tags = node.tags if any(rule.tags for rule in rules) else ()  # a query: only if it counts
+    return winning_group(rules, Facts.of_node(node, tags))
 
 
 def _auto_install(session: Session, node: Node, settings: BootSettings, now: datetime) -> bool:

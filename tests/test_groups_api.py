@@ -260,10 +260,21 @@ def test_the_dashboard_lists_groups_and_shows_a_nodes_group(client):
         mac_prefix="52:54:00",
         workflow_id="test-os",
         variables={"ntp": "<b>x</b>"},
+        description="<i>rack 42</i>",
     )
     page = client.get("/groups").get_data(as_text=True)
+    assert "&lt;i&gt;rack 42&lt;/i&gt;" in page
     assert 'data-group="lab"' in page and "mac_prefix=52:54:00" in page
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page
     boot(client)
     node_page = client.get(f"/nodes/{MAC}").get_data(as_text=True)
     assert 'test-os <span class="muted">(from group lab)</span>' in node_page
+
+
+def test_an_install_boot_reads_tags_only_when_a_group_selects_by_tag(app, client):
+    create(client, name="lab", mac_prefix="52:54:00", workflow_id="test-os")
+    pending(client)
+    with every_statement() as statements:
+        boot(client)
+    assert not any("node_tags" in s for s in statements)
+    assert client.get(f"/api/v1/nodes/{MAC}").json["data"]["state"] == "installing"

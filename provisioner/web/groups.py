@@ -46,7 +46,10 @@ def group_cache() -> GroupCache:
 def node_group(node: Node) -> GroupRule | None:
     """The group ``node`` belongs to now, by its stored facts and tags."""
     rules = group_cache().rules(db.session)
-    return winning_group(rules, Facts.of_node(node, node.tags)) if rules else None
+    if not rules:
+        return None
+    tags = node.tags if any(rule.tags for rule in rules) else ()  # a query: only if it counts
+    return winning_group(rules, Facts.of_node(node, tags))
 
 
 def check_group(fields: dict[str, Any], current: MachineGroup | None = None) -> None:

@@ -6,23 +6,25 @@ from flask import render_template
 
 from provisioner.dashboard.views import bp
 from provisioner.domain.groups import SELECTORS
-from provisioner.domain.groups import GroupRule
 from provisioner.extensions import db
-from provisioner.web.groups import group_cache
+from provisioner.models import MachineGroup
+from provisioner.store import groups as store
+from provisioner.store.groups import rule_of
 
 
-def group_row(rule: GroupRule) -> dict[str, Any]:
+def group_row(group: MachineGroup) -> dict[str, Any]:
     """A group as the page lists it: its selectors as (name, value) pairs."""
+    rule = rule_of(group)
     selectors = []
     for name in SELECTORS:
         value = getattr(rule, name)
         if value:
             selectors.append((name, ",".join(value) if name == "tags" else value))
-    return vars(rule) | {"selectors": selectors, "description": ""}
+    return vars(rule) | {"selectors": selectors, "description": group.description}
 
 
 @bp.route("/groups")
 def groups() -> str:
     """The machine groups, the one that wins first."""
-    rules = sorted(group_cache().rules(db.session), key=GroupRule.precedence)
-    return render_template("dashboard/groups.html", groups=[group_row(rule) for rule in rules])
+    rows = sorted(store.all_groups(db.session), key=lambda group: rule_of(group).precedence())
+    return render_template("dashboard/groups.html", groups=[group_row(group) for group in rows])
