@@ -12,6 +12,7 @@ from provisioner.database import write_transaction
 from provisioner.domain.groups import Facts
 from provisioner.domain.groups import dry_run
 from provisioner.domain.groups import facts_with
+from provisioner.domain.groups import rule_of
 from provisioner.extensions import db
 from provisioner.macaddr import InvalidMac
 from provisioner.macaddr import machine_mac
@@ -21,7 +22,6 @@ from provisioner.schemas.groups import GroupFieldsSchema
 from provisioner.schemas.groups import GroupSchema
 from provisioner.store import groups as store
 from provisioner.timeutil import utcnow
-from provisioner.web.groups import group_cache
 
 
 def _print_json(data: Any) -> None:
@@ -169,7 +169,7 @@ def groups_match(mac: str, tags: tuple[str, ...], as_json: bool, **given: Any) -
     base = Facts.of_node(node, node.tags) if node is not None else Facts(mac=mac)
     facts = facts_with(base, tags=list(tags) if tags else None, **given)
     result = dry_run(
-        group_cache().rules(db.session),
+        [rule_of(group) for group in store.all_groups(db.session)],
         facts,
         node_id=node.id if node else None,
         node_workflow_id=node.workflow_id if node else None,

@@ -89,6 +89,25 @@ class GroupRule:
         return (-self.priority, -self.specificity, -len(self.mac_prefix or ""), self.name)
 
 
+def rule_of(group: Any) -> GroupRule:
+    """The immutable matching view of a group row (``models.MachineGroup``)."""
+    return GroupRule(
+        name=group.name,
+        priority=group.priority,
+        mac_prefix=group.mac_prefix,
+        tags=tuple(group.tags or ()),
+        architecture=group.architecture,
+        platform=group.platform,
+        manufacturer=group.manufacturer,
+        product=group.product,
+        serial=group.serial,
+        uuid=group.uuid,
+        workflow_id=group.workflow_id,
+        variables=dict(group.variables or {}),
+        auto_install=bool(group.auto_install),
+    )
+
+
 @dataclass(frozen=True)
 class Check:
     """One selector of one group against one machine."""

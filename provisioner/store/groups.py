@@ -8,15 +8,17 @@ change at its next lookup, and a lookup costs one tiny query. Boots that need no
 """
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from typing import Generic
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import scoped_session
 
-from provisioner.domain.groups import GroupRule
 from provisioner.models import MachineGroup
 from provisioner.models import MachineGroupsVersion
 
@@ -103,42 +105,28 @@ def delete_group(session: Session | scoped_session[Session], group: MachineGroup
     bump_version(session)
 
 
-def rule_of(group: MachineGroup) -> GroupRule:
-    """The immutable matching view of a group row."""
-    return GroupRule(
-        name=group.name,
-        priority=group.priority,
-        mac_prefix=group.mac_prefix,
-        tags=tuple(group.tags or ()),
-        architecture=group.architecture,
-        platform=group.platform,
-        manufacturer=group.manufacturer,
-        product=group.product,
-        serial=group.serial,
-        uuid=group.uuid,
-        workflow_id=group.workflow_id,
-        variables=dict(group.variables or {}),
-        auto_install=bool(group.auto_install),
-    )
+Rule = TypeVar("Rule")
 
 
-class GroupCache:
-    """The groups as ``GroupRule``s, reloaded when the version counter moves."""
+class GroupCache(Generic[Rule]):
+    """The groups, each turned into a ``Rule`` by ``convert`` (the domain's immutable view,
+    ``domain.groups.rule_of``), reloaded when the version counter moves."""
 
-    def __init__(self) -> None:
+    def __init__(self, convert: Callable[[MachineGroup], Rule]) -> None:
+        self._convert = convert
         self._version: int | None = None
-        self._rules: tuple[GroupRule, ...] = ()
+        self._rules: tuple[Rule, ...] = ()
         self._lock = threading.Lock()
         self.reloads = 0
 
-    def rules(self, session: Session | scoped_session[Session]) -> tuple[GroupRule, ...]:
+    def rules(self, session: Session | scoped_session[Session]) -> tuple[Rule, ...]:
         """The current groups: one counter read, plus a reload when they changed."""
         version = session.scalar(
             select(MachineGroupsVersion.version).where(MachineGroupsVersion.id == VERSION_ROW)
         )
         if version is not None and version == self._version:
             return self._rules
-        rules = tuple(rule_of(group) for group in all_groups(session))
+        rules = tuple(self._convert(group) for group in all_groups(session))
         with self._lock:
             self._version, self._rules = version, rules
             self.reloads += 1

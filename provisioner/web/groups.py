@@ -14,6 +14,7 @@ from provisioner.domain.groups import Facts
 from provisioner.domain.groups import GroupRule
 from provisioner.domain.groups import dry_run
 from provisioner.domain.groups import facts_with
+from provisioner.domain.groups import rule_of
 from provisioner.domain.groups import winning_group
 from provisioner.extensions import db
 from provisioner.models import MachineGroup
@@ -35,10 +36,10 @@ EXTENSION_KEY = "provisioner.groups"
 
 def init_app(app: Any) -> None:
     """Give the app its group cache."""
-    app.extensions[EXTENSION_KEY] = GroupCache()
+    app.extensions[EXTENSION_KEY] = GroupCache(rule_of)
 
 
-def group_cache() -> GroupCache:
+def group_cache() -> GroupCache[GroupRule]:
     """The app's cache of the groups."""
     return current_app.extensions[EXTENSION_KEY]
 

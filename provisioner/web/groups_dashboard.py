@@ -6,10 +6,10 @@ from flask import render_template
 
 from provisioner.dashboard.views import bp
 from provisioner.domain.groups import SELECTORS
+from provisioner.domain.groups import rule_of
 from provisioner.extensions import db
 from provisioner.models import MachineGroup
 from provisioner.store import groups as store
-from provisioner.store.groups import rule_of
 
 
 def group_row(group: MachineGroup) -> dict[str, Any]:
