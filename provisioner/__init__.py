@@ -24,6 +24,7 @@ from provisioner.store.reads import SingleReads
 from provisioner.store.sqlite import configure_engine
 from provisioner.web import auth
 from provisioner.web import dashboard
+from provisioner.web import groups as web_groups
 from provisioner.web import metrics
 from provisioner.web import request_guard
 from provisioner.web import swagger_ui
@@ -31,6 +32,7 @@ from provisioner.web.api import api
 from provisioner.web.assets import bp as assets_bp
 from provisioner.web.boot import config_views  # noqa: F401  (adds its routes to boot_bp)
 from provisioner.web.boot.views import bp as boot_bp
+from provisioner.web.boot_menu import bp as boot_menu_bp
 from provisioner.web.context import SINGLE_READS_KEY
 from provisioner.web.events.views import bp as events_bp
 from provisioner.web.nodes import stalled_views  # noqa: F401  (adds its route to nodes_bp)
@@ -109,6 +111,7 @@ def init_extensions(app: Flask) -> None:
     group_commit.init_app(app)
     dashboard.init_app(app)
     power_worker.init_app(app)
+    web_groups.init_app(app)
     with app.app_context():
         configure_engine(db.engine, app.config["SQLITE_SYNCHRONOUS"])
         app.extensions[SINGLE_READS_KEY] = SingleReads(db.engine)
@@ -123,7 +126,15 @@ def init_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach the node, boot and event APIs."""
-    for blueprint in (nodes_bp, boot_bp, events_bp, power_bp, assets_bp):
+    for blueprint in (
+        nodes_bp,
+        boot_bp,
+        events_bp,
+        power_bp,
+        assets_bp,
+        web_groups.bp,
+        boot_menu_bp,
+    ):
         api.register_blueprint(blueprint)
 
 

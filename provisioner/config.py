@@ -157,6 +157,18 @@ def _host_list(value: Any) -> list[str]:
     return value
 
 
+def _tag_list(value: Any) -> list[str]:
+    """``BOOT_MENU_TAGS``: node tags (a list, or comma-separated in the environment)."""
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("expected a list of tags")
+    for item in value:
+        if not re.fullmatch(r"[a-z0-9_-]{1,50}", item):
+            raise ValueError(f"{item[:60]!r} is not a tag (a-z, 0-9, _ and -)")
+    return value
+
+
 def _report_auth(value: Any) -> str:
     mode = _text(value).lower()
     if mode not in {"token", "open"}:
@@ -220,6 +232,9 @@ SETTINGS: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "PXE_IPXE_DIR": ("/usr/lib/ipxe", _text),
     "PXE_DNSMASQ": ("dnsmasq", _text),
     "PXE_CHAINLOAD_IPXE_ROM": (False, _bool),
+    "BOOT_MENU": (False, _bool),
+    "BOOT_MENU_TAGS": ([], _tag_list),
+    "BOOT_MENU_TIMEOUT_SECONDS": (30, _number(int, 1)),
 }
 
 DEFAULTS: dict[str, Any] = {key: default for key, (default, _) in SETTINGS.items()}

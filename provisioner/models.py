@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON
+from sqlalchemy import Boolean
 from sqlalchemy import ForeignKey
 from sqlalchemy import Index
 from sqlalchemy import Integer
@@ -64,6 +65,11 @@ class Node(db.Model):
     last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     report_token_hash: Mapped[str | None] = mapped_column(String(64))
     previous_report_token_hash: Mapped[str | None] = mapped_column(String(64))
+    # iPXE's ${asset} (the SMBIOS asset tag), sent by the chain script like the facts above.
+    asset_tag: Mapped[str | None] = mapped_column(String(255))
+    # The console boot menu for this node: None follows BOOT_MENU_TAGS, True always offers
+    # it (while BOOT_MENU is on), False never does.
+    boot_menu: Mapped[bool | None] = mapped_column(Boolean)
 
     tag_rows: Mapped[list["NodeTag"]] = relationship(
         back_populates="node",
@@ -251,3 +257,41 @@ class PowerAction(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class MachineGroup(db.Model):
+    """A rule that matches machines by their facts and gives them a workflow and variables.
+
+    Matching and precedence are ``provisioner.domain.groups``'s; every write bumps
+    ``MachineGroupsVersion`` in the same transaction, so each instance's cache of the
+    groups knows when to reload.
+    """
+
+    __tablename__ = "machine_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    mac_prefix: Mapped[str | None] = mapped_column(String(17))
+    tags: Mapped[list[str] | None] = mapped_column(JSON)
+    architecture: Mapped[str | None] = mapped_column(String(32))
+    platform: Mapped[str | None] = mapped_column(String(16))
+    manufacturer: Mapped[str | None] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(String(255))
+    serial: Mapped[str | None] = mapped_column(String(255))
+    uuid: Mapped[str | None] = mapped_column(String(64))
+    workflow_id: Mapped[str | None] = mapped_column(String(64))
+    variables: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    auto_install: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MachineGroupsVersion(db.Model):
+    """One row: a counter every change to ``machine_groups`` increments."""
+
+    __tablename__ = "machine_groups_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)

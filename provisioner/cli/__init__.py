@@ -20,6 +20,7 @@ from provisioner.cli.assets import assets_group
 from provisioner.cli.db import db_group
 from provisioner.cli.events import events_command
 from provisioner.cli.events import stalled_command
+from provisioner.cli.groups import groups_group
 from provisioner.cli.jobs import prune_command
 from provisioner.cli.jobs import sweep_command
 from provisioner.cli.nodes import nodes_group
@@ -65,6 +66,7 @@ APP_COMMANDS = (
     power_command,
     pxe_group,
     assets_group,
+    groups_group,
 )
 
 
@@ -278,6 +280,18 @@ EXAMPLES = {
     "assets fetch": ["provisioner assets fetch debian-12"],
     "assets list": ["provisioner assets list", "provisioner assets list debian-12"],
     "assets verify": ["provisioner assets verify", "provisioner assets verify --offline"],
+    "groups list": ["provisioner groups list", "provisioner groups list --json"],
+    "groups show": ["provisioner groups show rack42"],
+    "groups set": [
+        "provisioner groups set rack42 --tag rack42 --workflow debian-12 --var ntp=10.0.0.1",
+        "provisioner groups set r650 --manufacturer 'Dell*' --product 'PowerEdge R650' "
+        "--platform efi --workflow rocky-9 --auto-install --priority 10",
+    ],
+    "groups delete": ["provisioner groups delete rack42 --yes"],
+    "groups match": [
+        "provisioner groups match 52:54:00:12:34:56",
+        "provisioner groups match 52:54:00:12:34:56 --manufacturer 'Dell Inc.' --platform efi",
+    ],
 }
 
 

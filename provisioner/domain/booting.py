@@ -7,6 +7,9 @@ is read again under lock and the decision made afresh.
 """
 
 import logging
+from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -16,8 +19,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import scoped_session
 
 from provisioner.domain import ipxe
+from provisioner.domain.boot_menu import MENU_STATES
+from provisioner.domain.boot_menu import MenuSettings
+from provisioner.domain.events import EventStatus
 from provisioner.domain.events import EventType
 from provisioner.domain.events import record_event
+from provisioner.domain.groups import Facts
+from provisioner.domain.groups import GroupRule
+from provisioner.domain.groups import effective_workflow
+from provisioner.domain.groups import winning_group
+from provisioner.domain.hardware import architecture_mismatch
 from provisioner.domain.inventory import add_discovered_node
 from provisioner.domain.lifecycle import State
 from provisioner.domain.lifecycle import Trigger
@@ -31,6 +42,7 @@ from provisioner.domain.workflows import WorkflowError
 from provisioner.domain.workflows import WorkflowStore
 from provisioner.domain.workflows import boot_files
 from provisioner.models import Node
+from provisioner.store.node_tags import tags_of
 from provisioner.store.nodes_repo import find_node
 from provisioner.store.nodes_repo import glance_node
 from provisioner.store.reads import SingleReads
@@ -65,6 +77,11 @@ class BootRequest:
     hostname: str | None = None
     arch: str | None = None
     boot_mode: str | None = None
+    asset: str | None = None
+
+
+#: Machine groups as matching sees them, read in the caller's session (a cache).
+GroupSource = Callable[[Session | scoped_session[Session]], Sequence[GroupRule]]
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,10 @@ class BootSettings:
     auto_register: bool
     workflows: WorkflowStore
     rules: StallRules
+    groups: GroupSource | None = None
+    menu: MenuSettings | None = None
+    #: The console boot menu's script for a node, or None (``provisioner.web.boot_menu``).
+    menu_for: "Callable[[Node | Row, Sequence[str]], str | None] | None" = None
 
 
 def answer_boot(
@@ -129,15 +150,24 @@ def _decide(
         script = ipxe.local_boot(f"unknown machine {request.mac}; auto-registration is off")
         return BootAnswer(script, "unknown", "local boot (auto-registration is off)")
     if seen is not None and not _needs_write(seen, request, settings, now):
+        menu = _menu(seen, settings, lambda: tags_of(reads, seen.id))
+        if menu is not None:
+            return BootAnswer(menu, seen.state, "boot menu")
         return BootAnswer(_local_boot_script(seen), seen.state, "local boot")
     with write_transaction(session):
         node = find_node(session, request.mac, for_update=True)
+        stall = None
         if node is None:
             node = register_node(session, request, now)
-            script = ipxe.registered(node.id, node.mac_address)
-            return BootAnswer(script, node.state, "local boot (registered)")
-        _record_sighting(node, request, now)
-        stall = stall_of(node, settings.rules, now)
+            if not _auto_install(session, node, settings, now):
+                menu = _menu(node, settings, lambda: ())
+                if menu is not None:
+                    return BootAnswer(menu, node.state, "boot menu (registered)")
+                script = ipxe.registered(node.id, node.mac_address)
+                return BootAnswer(script, node.state, "local boot (registered)")
+        else:
+            _record_sighting(node, request, now)
+            stall = stall_of(node, settings.rules, now)
         if stall is not None:
             handle_stall(
                 session, node, stall, rules=settings.rules, triggered_by=Trigger.BOOT, now=now
@@ -151,7 +181,49 @@ def _decide(
                 f"{node.last_install_error}"
             )
             return BootAnswer(script, node.state, "local boot (install failed)")
+        menu = _menu(node, settings, lambda: node.tags)
+        if menu is not None:
+            return BootAnswer(menu, node.state, "boot menu")
         return BootAnswer(_local_boot_script(node), node.state, "local boot")
+
+
+def _menu(
+    node: Node | Row, settings: BootSettings, tags: Callable[[], Sequence[str]]
+) -> str | None:
+    """The boot menu's script when ``node`` gets one (its tags read only if they decide)."""
+    menu = settings.menu
+    if menu is None or settings.menu_for is None or node.state not in MENU_STATES:
+        return None
+    needs_tags = menu.needs_tags and node.boot_menu is None
+    return settings.menu_for(node, tags() if needs_tags else ())
+
+
+def _group(session: Session, node: Node, settings: BootSettings) -> GroupRule | None:
+    """The machine group ``node`` belongs to now (None without groups)."""
+    if settings.groups is None:
+        return None
+    rules = settings.groups(session)
+    if not rules:
+        return None
+    tags = node.tags if any(rule.tags for rule in rules) else ()  # a query: only if it counts
+    return winning_group(rules, Facts.of_node(node, tags))
+
+
+def _auto_install(session: Session, node: Node, settings: BootSettings, now: datetime) -> bool:
+    """Send a just-registered node to ``pending`` when its group says ``auto_install``."""
+    group = _group(session, node, settings)
+    if group is None or not group.auto_install:
+        return False
+    transition(
+        session,
+        node,
+        State.PENDING,
+        triggered_by=Trigger.GROUP,
+        now=now,
+        comment=f"auto_install: group {group.name}",
+        metadata={"group": group.name, "workflow_id": group.workflow_id},
+    )
+    return True
 
 
 def _needs_write(
@@ -176,6 +248,7 @@ def _new_facts(node: Node | Row, request: BootRequest) -> dict[str, str]:
         "model": request.model,
         "arch": request.arch,
         "boot_mode": request.boot_mode,
+        "asset_tag": request.asset,
     }
     return {key: value for key, value in facts.items() if value and getattr(node, key) != value}
 
@@ -216,20 +289,41 @@ def _start_install(
     session: Session, node: Node, settings: BootSettings, now: datetime
 ) -> tuple[str, str]:
     """The installer's script (or why there is none), and what was served, for the log."""
-    if not node.workflow_id:
+    group = _group(session, node, settings)
+    choice = effective_workflow(node.workflow_id, group)
+    if not choice.workflow_id:
         reason = f"node {node.id} is pending but has no workflow assigned"
+        if group is not None:
+            reason += f" (its group {group.name} gives none)"
         return ipxe.wait_and_exit(reason), "local boot (no workflow assigned)"
     token = new_token()
+    variables = boot_variables(
+        node, settings.server_url, token, group.variables if group is not None else {}
+    )
     try:
-        workflow = settings.workflows.load(node.workflow_id)
-        files = boot_files(workflow, boot_variables(node, settings.server_url, token))
+        workflow = settings.workflows.load(choice.workflow_id)
+        files = boot_files(workflow, variables)
     except WorkflowError as exc:
-        reason = f"workflow {node.workflow_id} cannot be used: {exc}"
-        return ipxe.wait_and_exit(reason), f"local boot (workflow {node.workflow_id} unusable)"
-    mismatch = boot_mode_mismatch(workflow.boot_mode, node.boot_mode)
+        reason = f"workflow {choice.workflow_id} cannot be used: {exc}"
+        served = f"local boot (workflow {choice.workflow_id} unusable)"
+        return ipxe.wait_and_exit(reason), served
+    mismatch = boot_mode_mismatch(workflow.boot_mode, node.boot_mode) or architecture_mismatch(
+        workflow.architecture, node.arch
+    )
     if mismatch:
         reason = f"node {node.id} stays pending: {mismatch}"
-        return ipxe.wait_and_exit(reason), f"local boot (firmware: {node.boot_mode})"
+        record_event(
+            session,
+            node,
+            EventType.BOOT_REFUSED,
+            now=now,
+            status=EventStatus.FAILED,
+            message=f"workflow {workflow.id} not served: {mismatch}",
+            metadata={"workflow_id": workflow.id, "arch": node.arch, "boot_mode": node.boot_mode},
+            effect="stays pending",
+        )
+        served = f"local boot (does not fit: {node.arch}/{node.boot_mode})"
+        return ipxe.wait_and_exit(reason), served
     install_report_token(node, token)
     attempt = node.install_attempts + 1
     transition(
@@ -239,7 +333,8 @@ def _start_install(
         triggered_by=Trigger.BOOT,
         now=now,
         comment=f"installer served: workflow {workflow.id}",
-        metadata={"workflow_id": workflow.id, "attempt": attempt},
+        metadata={"workflow_id": workflow.id, "attempt": attempt}
+        | ({"group": choice.group} if choice.source == "group" else {}),
     )
     served = f"installer {workflow.id} (attempt {attempt})"
     return ipxe.install(files, workflow.name, node.id, workflow.boot_mode), served
@@ -256,10 +351,14 @@ def boot_mode_mismatch(wanted: str, booted: str | None) -> str | None:
     )
 
 
-def boot_variables(node: Node, server_url: str, report_token: str = "") -> dict[str, str]:
-    """The ``${variables}`` a workflow may use, for this node."""
+def boot_variables(
+    node: Node, server_url: str, report_token: str = "", extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The ``${variables}`` a workflow may use, for this node (``extra``: its group's, which
+    never override the server's own)."""
     server = server_url.rstrip("/")
     return {
+        **(extra or {}),
         "server": server,
         "assets": f"{server}/assets",
         "node_id": node.id,

@@ -44,6 +44,8 @@ class EventType(StrEnum):
     POWER_FAILED = "power_failed"
     POWER_CONFIGURED = "power_configured"
     ASSET_SERVED = "asset_served"
+    #: A pending node's workflow does not fit the machine (architecture or firmware).
+    BOOT_REFUSED = "boot_refused"
 
 
 class EventStatus(StrEnum):

@@ -96,7 +96,11 @@ def _platform_guard(boot_mode: str) -> tuple[str, ...]:
 def chain(server_url: str) -> str:
     """The script a DHCP server or USB stick points at: ask this server what to boot."""
     base = server_url.rstrip("/")
+    # Free-text SMBIOS strings go through iPXE's :uristring (percent-encoded), so a space
+    # or an & in them cannot end the URL or start another parameter.
     return _script(
-        f"chain {base}/api/v1/boot?mac=${{net0/mac}}&uuid=${{uuid}}&serial=${{serial}}"
-        "&platform=${platform} || exit",
+        f"chain {base}/api/v1/boot?mac=${{net0/mac}}&uuid=${{uuid}}"
+        "&serial=${serial:uristring}&platform=${platform}&arch=${buildarch}"
+        "&vendor=${manufacturer:uristring}&model=${product:uristring}"
+        "&asset=${asset:uristring} || exit",
     )

@@ -48,6 +48,8 @@ class Trigger(StrEnum):
     NODE_REPORT = "node_report"
     SWEEPER = "sweeper"
     SYSTEM = "system"
+    #: A machine group's ``auto_install`` (an operator's standing order).
+    GROUP = "group"
 
 
 TRANSITIONS: dict[State, frozenset[State]] = {
@@ -126,7 +128,7 @@ def starts_episode(current: str, target: str, triggered_by: str) -> bool:
     counter is kept there; from every other state it is a fresh start. A forced move
     straight into ``installing`` from outside an episode starts one too.
     """
-    if triggered_by != Trigger.ADMIN:
+    if triggered_by not in (Trigger.ADMIN, Trigger.GROUP):
         return False
     if target == State.PENDING:
         return current != State.INSTALLING

@@ -22,6 +22,7 @@ EXTENSION_KEY = "provisioner.access"
 #: Endpoints a machine calls while it boots or installs: no operator token.
 NODE_FACING = {
     "boot.boot",
+    "boot_menu.choose",
     "boot.chain_script",
     "boot.install_config",
     "boot.install_config_seed",

@@ -445,11 +445,14 @@ def test_registration_stores_the_normalised_mac(app, client):
 
 
 def test_chain_script_points_at_the_boot_endpoint(client):
-    """``boot.ipxe`` chains to ``/api/v1/boot`` with the MAC, UUID, serial and platform."""
+    """``boot.ipxe`` chains to ``/api/v1/boot`` with the MAC and what iPXE knows of the
+    machine; free text URI-encoded by iPXE."""
     lines = script_lines(client.get("/api/v1/ipxe/boot.ipxe"))
     assert (
-        "chain http://prov.test:8080/api/v1/boot?mac=${net0/mac}&uuid=${uuid}&serial=${serial}"
-        "&platform=${platform} || exit"
+        "chain http://prov.test:8080/api/v1/boot?mac=${net0/mac}&uuid=${uuid}"
+        "&serial=${serial:uristring}&platform=${platform}&arch=${buildarch}"
+        "&vendor=${manufacturer:uristring}&model=${product:uristring}"
+        "&asset=${asset:uristring} || exit"
     ) in lines
 
 

@@ -20,6 +20,7 @@ PRODUCT_COMMANDS = {
     "assets",
     "db",
     "events",
+    "groups",
     "nodes",
     "power",
     "prune",

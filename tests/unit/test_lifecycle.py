@@ -86,8 +86,8 @@ EPISODE_STARTS = {(current, "pending") for current in SPEC_TABLE if current != "
 
 @pytest.mark.parametrize("trigger", list(Trigger), ids=str)
 @pytest.mark.parametrize(("current", "target"), ALL_PAIRS, ids="{0[0]}->{0[1]}".format)
-def test_only_an_operator_starts_an_episode(current, target, trigger):
-    expected = trigger == Trigger.ADMIN and (current, target) in EPISODE_STARTS
+def test_only_an_operator_or_a_groups_auto_install_starts_an_episode(current, target, trigger):
+    expected = trigger in (Trigger.ADMIN, Trigger.GROUP) and (current, target) in EPISODE_STARTS
 
     assert starts_episode(current, target, trigger) is expected
 

@@ -7,6 +7,7 @@ from flask import current_app
 from flask import request
 
 from provisioner.domain.booting import boot_variables
+from provisioner.domain.groups import effective_workflow
 from provisioner.domain.install_configs import ConfigNotFound
 from provisioner.domain.install_configs import render_config
 from provisioner.domain.report_script import render_report_script
@@ -20,6 +21,7 @@ from provisioner.web.boot.views import bp
 from provisioner.web.context import presented_token
 from provisioner.web.context import server_url
 from provisioner.web.context import workflow_store
+from provisioner.web.groups import node_group
 from provisioner.web.metrics import REPORTS_REJECTED
 
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{1,128}\Z")
@@ -36,12 +38,15 @@ def _render(ref: str, name: str, token: str | None) -> Response:
             fail(401, "Missing or invalid report token for this node")
     if node is None:
         fail(404, f"Node {ref[:80]!r} not found")
-    if not node.workflow_id:
+    group = node_group(node)
+    choice = effective_workflow(node.workflow_id, group)
+    if not choice.workflow_id:
         fail(404, f"Node {node.id} has no workflow")
     store = workflow_store()
     try:
-        workflow = store.load(node.workflow_id)
-        variables = boot_variables(node, server_url(), token or "")
+        workflow = store.load(choice.workflow_id)
+        extra = group.variables if group is not None else {}
+        variables = boot_variables(node, server_url(), token or "", extra)
         text = render_config(
             current_app.extensions["provisioner.jinja"], workflow, name, variables
         )

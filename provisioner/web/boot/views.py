@@ -3,7 +3,6 @@
 import logging
 
 from flask import Response
-from flask import current_app
 from flask import request
 from marshmallow import ValidationError
 from sqlalchemy.exc import DataError
@@ -12,18 +11,16 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from provisioner.domain import ipxe
 from provisioner.domain.booting import BootRequest
-from provisioner.domain.booting import BootSettings
 from provisioner.domain.booting import answer_boot
-from provisioner.domain.sweeper import StallRules
 from provisioner.errors import is_unavailable
 from provisioner.extensions import db
 from provisioner.store.transactions import is_storage_full
 from provisioner.web.api import Blueprint
+from provisioner.web.boot_settings import boot_settings
 from provisioner.web.context import now
 from provisioner.web.context import peer_ip
 from provisioner.web.context import server_url
 from provisioner.web.context import single_reads
-from provisioner.web.context import workflow_store
 from provisioner.web.schemas import BootQuerySchema
 
 log = logging.getLogger(__name__)
@@ -51,6 +48,7 @@ BOOT_PARAMETERS = [
         ("hostname", "Host name, if known"),
         ("arch", "CPU architecture (iPXE ${buildarch})"),
         ("platform", "Firmware platform: pcbios or efi (iPXE ${platform})"),
+        ("asset", "Asset tag (iPXE ${asset})"),
     )
 ]
 
@@ -86,15 +84,12 @@ def boot():
         hostname=args.get("hostname"),
         arch=args.get("arch"),
         boot_mode=_boot_mode(args.get("platform")),
-    )
-    settings = BootSettings(
-        server_url=server_url(),
-        auto_register=current_app.config["AUTO_REGISTER"],
-        workflows=workflow_store(),
-        rules=StallRules.from_config(current_app.config),
+        asset=args.get("asset"),
     )
     try:
-        script = answer_boot(db.session, boot_request, settings, now(), reads=single_reads())
+        script = answer_boot(
+            db.session, boot_request, boot_settings(), now(), reads=single_reads()
+        )
     except Exception as exc:  # noqa: BLE001 - iPXE runs scripts, never a JSON error
         db.session.rollback()
         return _failure_script(exc)

@@ -7,6 +7,7 @@ power buttons.
 
 from flask import Flask
 
+from provisioner.web import groups_dashboard  # noqa: F401  (adds /groups to bp)
 from provisioner.web.dashboard import access
 from provisioner.web.dashboard import actions  # noqa: F401  (adds its routes to bp)
 from provisioner.web.dashboard import filters

@@ -35,6 +35,7 @@ from provisioner.web.auth import FULL
 from provisioner.web.context import now
 from provisioner.web.context import workflow_store
 from provisioner.web.dashboard import queries
+from provisioner.web.groups import node_group
 
 bp = Blueprint(
     "dashboard",
@@ -122,6 +123,7 @@ def node_context(node: Node) -> dict[str, Any]:
         "history": list(reversed(history)),
         "max_attempts": current_app.config["MAX_INSTALL_ATTEMPTS"],
         "valid_moves": valid_transitions(node.state),
+        "group": node_group(node),
     }
 
 

@@ -48,6 +48,11 @@ class NodeUpdateSchema(HardwareFields):
     boot_mode = fields.String(validate=validate.OneOf(["bios", "uefi"]), allow_none=True)
     # Power control (docs/power.md); the password is write-only.
     power = fields.Nested(PowerSettingsSchema)
+    asset_tag = text(255, allow_none=True)
+    boot_menu = fields.Boolean(
+        allow_none=True,
+        metadata={"description": "Console boot menu: true always, false never, null: tags"},
+    )
 
 
 class LastEventSchema(Schema):
@@ -69,6 +74,8 @@ class NodeSchema(Schema):
     system_uuid = fields.String(allow_none=True)
     arch = fields.String(allow_none=True)
     boot_mode = fields.String(allow_none=True)
+    asset_tag = fields.String(allow_none=True)
+    boot_menu = fields.Boolean(allow_none=True)
     install_attempts = fields.Integer()
     last_install_error = fields.String(allow_none=True)
     tags = fields.List(fields.String())
@@ -163,6 +170,7 @@ class BootQuerySchema(Schema):
     hostname = Hostname()
     arch = text(32)
     platform = text(16)
+    asset = text(255)
 
     @pre_load
     def _drop_empty(self, data: Any, **kwargs: Any) -> Any:
