@@ -7,6 +7,8 @@ interface name. Refusals are 422 naming the field and write nothing. Tags share 
 """
 
 import pytest
+from hostile import HOSTILE_IPS
+from hostile import HOSTILE_TEXT
 from sqlalchemy import select
 
 from provisioner.extensions import db
@@ -15,29 +17,6 @@ from provisioner.web.schemas.fields import MAX_TAGS
 
 MAC = "52:54:00:d0:00:01"
 
-HOSTILE_TEXT = {
-    "newline": "web-1\nreboot",
-    "trailing-newline": "web-1\n",
-    "carriage-return": "web-1\rreboot",
-    "single-quote": "web-1'reboot'",
-    "double-quote": 'web-1"reboot"',
-    "command-substitution": "web-1$(reboot)",
-    "backticks": "web-1`reboot`",
-    "semicolon": "web-1;reboot",
-    "space": "web-1 reboot",
-}
-HOSTILE_IPS = {
-    "zone-command": "fe80::1%eth0$(reboot)",
-    "zone-backticks": "fe80::1%`reboot`",
-    "zone-newline": "fe80::1%eth0\nreboot",
-    "zone-trailing-newline": "fe80::1%eth0\n",
-    "zone-quotes": "fe80::1%eth0'\"",
-    "zone-space": "fe80::1%eth0 reboot",
-    "zone-semicolon": "fe80::1%eth0;reboot",
-    "zone-too-long": "fe80::1%" + "e" * 16,
-    "zone-empty": "fe80::1%",
-    "ipv4-newline": "192.0.2.1\n",
-}
 #: Through HTTP one hostile hostname and one hostile address at each way in; the whole
 #: table, at every schema, is tests/unit/test_schemas.py.
 HOSTILE_FIELDS = [

@@ -8,6 +8,8 @@ whole tables live here, against the marshmallow schemas the endpoints load.
 import json
 
 import pytest
+from hostile import HOSTILE_IPS
+from hostile import HOSTILE_TEXT
 from marshmallow import Schema
 from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -196,29 +198,6 @@ def test_state_change_comment_over_4_kib_names_comment():
 
 # -- hostile hostnames and addresses (test_node_field_validation.py's rule) --------------------
 
-HOSTILE_TEXT = {
-    "newline": "web-1\nreboot",
-    "trailing-newline": "web-1\n",
-    "carriage-return": "web-1\rreboot",
-    "single-quote": "web-1'reboot'",
-    "double-quote": 'web-1"reboot"',
-    "command-substitution": "web-1$(reboot)",
-    "backticks": "web-1`reboot`",
-    "semicolon": "web-1;reboot",
-    "space": "web-1 reboot",
-}
-HOSTILE_IPS = {
-    "zone-command": "fe80::1%eth0$(reboot)",
-    "zone-backticks": "fe80::1%`reboot`",
-    "zone-newline": "fe80::1%eth0\nreboot",
-    "zone-trailing-newline": "fe80::1%eth0\n",
-    "zone-quotes": "fe80::1%eth0'\"",
-    "zone-space": "fe80::1%eth0 reboot",
-    "zone-semicolon": "fe80::1%eth0;reboot",
-    "zone-too-long": "fe80::1%" + "e" * 16,
-    "zone-empty": "fe80::1%",
-    "ipv4-newline": "192.0.2.1\n",
-}
 HOSTILE_FIELDS = [("hostname", value) for value in HOSTILE_TEXT.values()] + [
     ("ip_address", value) for value in HOSTILE_IPS.values()
 ]
