@@ -264,7 +264,7 @@ def test_app_knows_the_pxe_settings(tmp_path):
 # -- the supervisor, with a stand-in dnsmasq --------------------------------------------------
 
 FAKE_DNSMASQ = """\
-import os, sys, time
+import os, signal, sys
 pid = os.getpid()
 mode = sys.argv[1]
 with open(sys.argv[2], "a") as runs:
@@ -275,11 +275,11 @@ if mode == "busy":
           file=sys.stderr, flush=True)
     sys.exit(2)
 if mode == "mute":
-    time.sleep(60)
+    signal.pause()  # says nothing until the supervisor stops it
 print(f"dnsmasq[{pid}]: started, version 2.90 DNS disabled", file=sys.stderr, flush=True)
 print(f"dnsmasq-dhcp[{pid}]: PXE(br0) 52:54:00:23:00:01 proxy", file=sys.stderr, flush=True)
 print(f"dnsmasq-tftp[{pid}]: failed sending /x/y to 10.0.0.9", file=sys.stderr, flush=True)
-time.sleep(60)
+signal.pause()  # runs, like dnsmasq, until a signal stops it
 """
 
 
