@@ -357,9 +357,47 @@ def test_debian_installer_reports_start_and_the_mirror_dialog_it_stops_on(
 
 FULL_ENV = "PROVISIONER_E2E_FULL"
 CACHE_FROM_GUEST = "10.0.2.102"
-#: apt-cacher-ng's port; the guest sees it as http://10.0.2.102:80 through guestfwd.
-APT_CACHER_PORT = 3142
 FULL_DEADLINE_SECONDS = 4 * 60 * 60
+
+
+class AptCacher:
+    """apt-cacher-ng in the foreground on a free loopback port, caching under ``directory``;
+    the guest sees it as ``http://10.0.2.102:80`` through ``guestfwd``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Self:
+        cache, logs = self.directory / "cache", self.directory / "logs"
+        cache.mkdir(parents=True)
+        logs.mkdir()
+        self.process = subprocess.Popen(
+            [
+                "apt-cacher-ng", "-c", "/etc/apt-cacher-ng", "ForeGround=1",
+                f"Port={self.port}", "BindAddress=127.0.0.1",
+                f"CacheDir={cache}", f"LogDir={logs}", f"PidFile={self.directory / 'pid'}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=(logs / "stdout").open("wb"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http.client.HTTPConnection("127.0.0.1", self.port, timeout=5).connect()
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__()
+                    pytest.fail(f"apt-cacher-ng did not start: see {logs}")
+                time.sleep(0.2)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
 
 
 @pytest.mark.skipif(
@@ -395,6 +433,7 @@ def test_full_install_reports_first_boot(tmp_path, debian_installer):
         ServerProcess(env, tmp_path, port=free_port()) as server,
         RecordingProxy(server.port) as proxy,
         FileServer(debian_installer) as files,
+        AptCacher(tmp_path / "apt-cacher-ng") as cache,
     ):
         netdev = ",".join(
             (
@@ -402,7 +441,7 @@ def test_full_install_reports_first_boot(tmp_path, debian_installer):
                 f"bootfile=http://{SERVER_FROM_GUEST}/api/v1/ipxe/boot.ipxe",
                 guestfwd(SERVER_FROM_GUEST, proxy.port),
                 guestfwd(FILES_FROM_GUEST, files.port),
-                guestfwd(CACHE_FROM_GUEST, APT_CACHER_PORT),
+                guestfwd(CACHE_FROM_GUEST, cache.port),
             )
         )
         node_id = create_pending_node(server)
