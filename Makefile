@@ -27,8 +27,9 @@ E2E_TOOLS := curl:curl busybox:busybox qemu-system-x86_64:qemu-system-x86 \
 # no wheel), installed by `make e2e-deps` before the virtualenv is made.
 E2E_TOOLS += /usr/include/libvirt/libvirt.h:libvirt-dev /usr/bin/pkg-config:pkg-config \
              /usr/bin/gcc:gcc /usr/include/python3.11/Python.h:python3-dev
-# What the opt-in full Debian install adds: a disk image and a caching proxy to the archive.
-E2E_FULL_TOOLS := qemu-img:qemu-utils apt-cacher-ng:apt-cacher-ng
+# What the opt-in full Debian install adds: a disk image (its caching proxy to the archive is
+# the test's own, tests/archivecache.py).
+E2E_FULL_TOOLS := qemu-img:qemu-utils
 # The load generator the benchmarks drive.
 BENCH_TOOLS := wrk:wrk curl:curl /usr/sbin/nginx:nginx-light
 
@@ -54,7 +55,7 @@ help:
 	@echo "make bench  - performance benchmarks (not part of make test)"
 	@echo "make e2e-deps - install the real clients end-to-end tests drive (Debian packages)"
 	@echo "make bench-deps - install the load generator the benchmarks drive (wrk)"
-	@echo "make e2e-full - install Debian 12 for real in QEMU through apt-cacher-ng (hours; not in CI)"
+	@echo "make e2e-full - install Debian 12 for real in QEMU through a caching proxy (hours; not in CI)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,150 @@
+"""A caching HTTP proxy to the Debian archive, for the opt-in full install (make e2e-full).
+
+d-i and apt in the guest send absolute-URI requests (``GET http://deb.debian.org/...``) to
+their ``http/proxy``; this proxy answers them from a cache directory, fetching a miss from
+the archive. It forwards only to the Debian archive's hosts (the one network a test may reach
+beyond loopback: a package registry) and refuses any other host with 403.
+
+Why not apt-cacher-ng, which the issue names: Debian 12's apt-cacher-ng 3.7.4 does not start
+in this project's sandbox ("Error resolving address for binding: Success" for any
+``BindAddress``, including 127.0.0.1; its libevent resolver fails where the C library's
+works). The cache directory outlives the test (``PROVISIONER_ARCHIVE_CACHE``, default
+``~/.cache/provisioner-e2e/debian-archive``) so a second run fetches only changed indexes.
+"""
+
+import hashlib
+import http.client
+import http.server
+import os
+import shutil
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+from typing import Self
+
+ARCHIVE_HOSTS = frozenset({"deb.debian.org", "security.debian.org"})
+#: Index files (dists/) change; a cached copy older than this is fetched again.
+INDEX_MAX_AGE_SECONDS = 6 * 60 * 60
+
+
+def default_cache_dir() -> Path:
+    configured = os.environ.get("PROVISIONER_ARCHIVE_CACHE")
+    if configured:
+        return Path(configured)
+    return Path.home() / ".cache" / "provisioner-e2e" / "debian-archive"
+
+
+class ArchiveCache:
+    """The proxy on a free loopback port; counts hits and misses."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.hits = 0
+        self.misses = 0
+        self.refused: list[str] = []
+        self._lock = threading.Lock()
+        handler = type("Handler", (_CacheHandler,), {"cache": self})
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def path_for(self, url: str) -> Path:
+        parsed = urllib.parse.urlsplit(url)
+        digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+        name = Path(parsed.path).name or "index"
+        return self.cache_dir / parsed.hostname / f"{digest}-{name}"
+
+    def fresh(self, path: Path, url: str) -> bool:
+        if not path.exists():
+            return False
+        if "/pool/" in url or "/by-hash/" in url:
+            return True  # pool files and by-hash indexes never change under one name
+        return time.time() - path.stat().st_mtime < INDEX_MAX_AGE_SECONDS
+
+    def fetch(self, url: str, path: Path) -> int:
+        """Fetch ``url`` into ``path``; the HTTP status (only a 200 is stored)."""
+        parsed = urllib.parse.urlsplit(url)
+        connection = http.client.HTTPConnection(parsed.hostname, parsed.port or 80, timeout=60)
+        try:
+            connection.request(
+                "GET", parsed.path or "/", headers={"User-Agent": "provisioner-e2e"}
+            )
+            response = connection.getresponse()
+            if response.status != 200:
+                response.read()
+                return response.status
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + f".{threading.get_ident()}.part")
+            with partial.open("wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+            partial.replace(path)
+            return 200
+        finally:
+            connection.close()
+
+    def count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+class _CacheHandler(http.server.BaseHTTPRequestHandler):
+    cache: ArchiveCache
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        url = self.path
+        host = urllib.parse.urlsplit(url).hostname
+        if host not in ARCHIVE_HOSTS:
+            self.cache.refused.append(url)
+            self._status_only(403)
+            return
+        path = self.cache.path_for(url)
+        hit = self.cache.fresh(path, url)
+        self.cache.count(hit)
+        if not hit:
+            try:
+                status = self.cache.fetch(url, path)
+            except OSError:
+                status = 502
+            if status != 200:
+                self._status_only(status)
+                return
+        self.send_response(200)
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Content-Type", "application/octet-stream")
+        self.end_headers()
+        if send_body:
+            with path.open("rb") as body:
+                shutil.copyfileobj(body, self.wfile, 1 << 20)
+
+    def _status_only(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
