@@ -3,7 +3,9 @@
 d-i and apt in the guest send absolute-URI requests (``GET http://deb.debian.org/...``) to
 their ``http/proxy``; this proxy answers them from a cache directory, fetching a miss from
 the archive. It forwards only to the Debian archive's hosts (the one network a test may reach
-beyond loopback: a package registry) and refuses any other host with 403.
+beyond loopback: a package registry) and to the loopback servers it is told of (d-i fetches
+its preseed files through the same proxy once ``mirror/http/proxy`` is set, and the guest's
+reports may go through it); any other host gets 403.
 
 Why not apt-cacher-ng, which the issue names: Debian 12's apt-cacher-ng 3.7.4 does not start
 in this project's sandbox ("Error resolving address for binding: Success" for any
@@ -25,6 +27,7 @@ from typing import Any
 from typing import Self
 
 ARCHIVE_HOSTS = frozenset({"deb.debian.org", "security.debian.org"})
+HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "transfer-encoding"})
 #: Index files (dists/) change; a cached copy older than this is fetched again.
 INDEX_MAX_AGE_SECONDS = 6 * 60 * 60
 
@@ -39,8 +42,11 @@ def default_cache_dir() -> Path:
 class ArchiveCache:
     """The proxy on a free loopback port; counts hits and misses."""
 
-    def __init__(self, cache_dir: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path | None = None, local: dict[str, int] | None = None) -> None:
+        """``local`` maps a host name the guest uses to a loopback port to pass through to,
+        uncached."""
         self.cache_dir = cache_dir or default_cache_dir()
+        self.local = dict(local or {})
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.hits = 0
         self.misses = 0
@@ -115,10 +121,16 @@ class _CacheHandler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
+    def do_POST(self) -> None:
+        self._answer(send_body=True)
+
     def _answer(self, send_body: bool) -> None:
         url = self.path
         host = urllib.parse.urlsplit(url).hostname
-        if host not in ARCHIVE_HOSTS:
+        if host in self.cache.local:
+            self._pass_through(self.cache.local[host])
+            return
+        if self.command == "POST" or host not in ARCHIVE_HOSTS:
             self.cache.refused.append(url)
             self._status_only(403)
             return
@@ -140,6 +152,28 @@ class _CacheHandler(http.server.BaseHTTPRequestHandler):
         if send_body:
             with path.open("rb") as body:
                 shutil.copyfileobj(body, self.wfile, 1 << 20)
+
+    def _pass_through(self, port: int) -> None:
+        parsed = urllib.parse.urlsplit(self.path)
+        target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            upstream.request(self.command, target, body=body, headers=headers)
+            response = upstream.getresponse()
+            payload = response.read()
+        finally:
+            upstream.close()
+        self.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in HOP_BY_HOP | {"content-length"}:
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
 
     def _status_only(self, status: int) -> None:
         self.send_response(status)

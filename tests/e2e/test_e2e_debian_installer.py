@@ -394,7 +394,7 @@ def test_full_install_reports_first_boot(tmp_path, debian_installer):
         ServerProcess(env, tmp_path, port=free_port()) as server,
         RecordingProxy(server.port) as proxy,
         FileServer(debian_installer) as files,
-        ArchiveCache() as cache,
+        ArchiveCache(local={SERVER_FROM_GUEST: proxy.port, FILES_FROM_GUEST: files.port}) as cache,
     ):
         netdev = ",".join(
             (
