@@ -16,6 +16,7 @@ opt-in full install (``test_full_install_reports_first_boot``) through a local
 caching proxy to the Debian archive (tests/archivecache.py).
 """
 
+import contextlib
 import http.client
 import http.server
 import os
@@ -361,15 +362,19 @@ CACHE_FROM_GUEST = "10.0.2.102"
 FULL_DEADLINE_SECONDS = 4 * 60 * 60
 
 
-@pytest.mark.skipif(
+full_install_only = pytest.mark.skipif(
     os.environ.get(FULL_ENV) != "1",
-    reason=f"a full install takes hours under TCG and needs the Debian archive: {FULL_ENV}=1 "
+    reason=f"needs the Debian archive (and a full install takes hours under TCG): {FULL_ENV}=1 "
     "(make e2e-full) runs it",
 )
-def test_full_install_reports_first_boot(tmp_path, debian_installer):
-    """d-i installs onto a disk through a caching proxy, reboots, and the system reports."""
-    if shutil.which("qemu-img") is None:
-        pytest.skip("qemu-img not found: make e2e-full-deps installs it")
+
+
+@contextlib.contextmanager
+def archive_install(
+    tmp_path: Path, debian_installer: dict[str, bytes], disk: Path | None
+) -> Iterator[tuple[ServerProcess, str, InstallerMachine, ArchiveCache]]:
+    """The debian-12 example with the Debian archive reachable through a caching proxy;
+    yields (server, node id, the running machine, the cache)."""
     workflows = tmp_path / "workflows"
     workflows.mkdir()
     # The mirror is the archive by name; d-i's http proxy, a caching proxy, fetches it.
@@ -385,8 +390,6 @@ def test_full_install_reports_first_boot(tmp_path, debian_installer):
             f"d-i mirror/http/proxy string http://{CACHE_FROM_GUEST}/\n",
         )
     )
-    disk = tmp_path / "disk.qcow2"
-    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "8G"], check=True)
     env = sqlite_settings(
         tmp_path, WORKFLOWS_DIR=workflows, SERVER_URL=f"http://{SERVER_FROM_GUEST}"
     )
@@ -406,23 +409,60 @@ def test_full_install_reports_first_boot(tmp_path, debian_installer):
             )
         )
         node_id = create_pending_node(server)
-        started = time.monotonic()
-        with InstallerMachine(tmp_path, netdev, disk=disk, memory_mb=1536, name="full") as vm:
-            vm.wait_until(
-                lambda: (
-                    event_of(server, node_id, "first_boot")
-                    or event_of(server, node_id, "install_failed")
-                ),
-                "first_boot",
-                FULL_DEADLINE_SECONDS,
-            )
+        name = "full" if disk is not None else "nodisk"
+        with InstallerMachine(tmp_path, netdev, disk=disk, memory_mb=1536, name=name) as vm:
+            yield server, node_id, vm, cache
+    assert not cache.refused, cache.refused  # nothing but the archive and the test's servers
+
+
+@full_install_only
+def test_full_install_reports_first_boot(tmp_path, debian_installer):
+    """d-i installs onto a disk through a caching proxy, reboots, and the system reports."""
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img not found: make e2e-full-deps installs it")
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(disk), "8G"], check=True)
+    started = time.monotonic()
+    with archive_install(tmp_path, debian_installer, disk) as (server, node_id, vm, cache):
+        vm.wait_until(
+            lambda: (
+                event_of(server, node_id, "first_boot")
+                or event_of(server, node_id, "install_failed")
+            ),
+            "first_boot",
+            FULL_DEADLINE_SECONDS,
+        )
         took = time.monotonic() - started
     kinds = [e["event_type"] for e in events(server, node_id)]
     assert "install_failed" not in kinds, events(server, node_id)
     assert "install_complete" in kinds and "first_boot" in kinds, kinds
-    assert not cache.refused, cache.refused  # nothing but the Debian archive was asked for
+    assert server.get(f"/api/v1/nodes/{node_id}").body["data"]["state"] == "active"
     # for docs/installers.md
     print(
         f"power-on to first_boot: {took / 60:.0f} min; archive cache {cache.hits} hits, "
-        f"{cache.misses} misses"
+        f"{cache.misses} misses; events: "
+        + ", ".join(
+            f"{e['event_type']} {e.get('progress') or ''}".strip() for e in events(server, node_id)
+        )
     )
+
+
+@full_install_only
+def test_no_disk_reports_the_dialog_it_stops_on(tmp_path, debian_installer):
+    """With the mirror reachable and no disk, d-i stops at disk detection or partitioning;
+    the watcher reports that step and the dialog's title."""
+    with archive_install(tmp_path, debian_installer, disk=None) as (server, node_id, vm, _):
+        vm.wait_until(
+            lambda: event_of(server, node_id, "install_started"),
+            "install_started",
+            STARTED_DEADLINE_SECONDS,
+        )
+        failed = vm.wait_until(
+            lambda: event_of(server, node_id, "install_failed"),
+            "install_failed while d-i waits on its no-disk dialog",
+            FULL_DEADLINE_SECONDS,
+        )
+        shown = vm.console()
+    assert re.search(r"stopped at step (disk-detect|partman)", failed["message"]), failed
+    print(f"\nno disk: {failed['message']}")
+    assert "mirror" not in failed["message"], (failed, shown[-3000:])
