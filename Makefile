@@ -104,7 +104,7 @@ e2e-full-deps: e2e-deps
 # A whole Debian 12 install in QEMU (TCG: hours), reporting first_boot; see docs/installers.md.
 e2e-full: $(STAMP) e2e-full-deps
 	PROVISIONER_E2E_FULL=1 $(BIN)/python -m pytest -s -p no:cacheprovider \
-	  tests/e2e/test_e2e_debian_installer.py -k "full_install or no_disk"
+	  tests/e2e/test_e2e_debian_installer.py -k full_install
 
 bench-deps:
 	$(call debian_tools,$(BENCH_TOOLS),install it or the benchmarks stop)

@@ -51,6 +51,7 @@ class ArchiveCache:
         self.hits = 0
         self.misses = 0
         self.refused: list[str] = []
+        self.failures: list[tuple[str, int]] = []  # (URL, status) the archive did not give
         self._lock = threading.Lock()
         handler = type("Handler", (_CacheHandler,), {"cache": self})
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -143,6 +144,7 @@ class _CacheHandler(http.server.BaseHTTPRequestHandler):
             except OSError:
                 status = 502
             if status != 200:
+                self.cache.failures.append((url, status))
                 self._status_only(status)
                 return
         self.send_response(200)
