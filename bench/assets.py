@@ -1,7 +1,9 @@
 """Serving a 128 MB installer file: provisioner against nginx, side by side in one run.
 
 nginx (Debian's nginx-light, ``sendfile on``, its default ``worker_processes auto``) and
-``provisioner serve`` serve the same file from the same directory on loopback. Each round:
+``provisioner serve`` serve the same file from the same directory on loopback, each in a
+session of its own (so a scheduling autogroup of its own, apart from the clients', as two
+services would be). Each round:
 
 1. 32, then 128 concurrent ``curl -o /dev/null`` processes each download the file once from
    one server, then from the other: aggregate throughput (bytes / wall time) and the
@@ -10,14 +12,16 @@ nginx (Debian's nginx-light, ``sendfile on``, its default ``worker_processes aut
    throughput against provisioner (64 connections each, as ``bench http``), then the same
    while the loop downloads from nginx: what the downloads cost the request threads.
 
-A figure is the median round's, a ratio the median of the rounds' ratios. Peak RSS is
-provisioner's VmHWM at the end.
+Which server goes first alternates from round to round. A figure is the median of the
+rounds', a ratio the median of the rounds' ratios (each round's ratio is reported too).
+Peak RSS is provisioner's VmHWM at the end.
 """
 
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -43,7 +47,7 @@ from provisioner.timeutil import utcnow
 FILE_MB = 128
 CLIENTS = (32, 128)
 LOOP_CLIENTS = 32
-ROUNDS = 3
+ROUNDS = 4
 GB = 1e9
 NGINX_CONFIG = """\
 daemon off;
@@ -90,6 +94,10 @@ def nginx(workdir: Path, assets: Path) -> Iterator[tuple[str, subprocess.Popen]]
             [nginx_binary(), "-p", str(directory), "-c", str(config), "-e", "stderr"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A session (and so a scheduling autogroup) of its own, as provisioner's server
+            # has (ServerProcess): in the benchmark's session nginx would share the curl
+            # clients' CPU share instead of competing with them, as provisioner must.
+            start_new_session=True,
         )
     try:
         wait_listening(port)
@@ -196,13 +204,18 @@ def looping_downloads(url: str, clients: int) -> Iterator[None]:
 
 
 def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    return statistics.median(values)
 
 
 def median_ratio(over: list[dict], under: list[dict], key: str) -> float:
     """The median over rounds of ``over[key] / under[key]`` in the same round."""
     return round(median([a[key] / b[key] for a, b in zip(over, under, strict=True)]), 3)
+
+
+def round_ratios(rounds: dict[str, list[dict]], prefix: str, key: str) -> list[float]:
+    """provisioner's figure over nginx's in each round."""
+    ours, theirs = rounds[f"{prefix}_provisioner"], rounds[f"{prefix}_nginx"]
+    return [round(a[key] / b[key], 2) for a, b in zip(ours, theirs, strict=True)]
 
 
 def run(workdir: Path) -> dict:
@@ -221,21 +234,23 @@ def run(workdir: Path) -> dict:
     report_script = lua_list("macs", macs[NODES:]) + lua_list("tokens", tokens) + REPORT_LUA
     rounds: dict[str, list[dict]] = {}
     load_before = os.getloadavg()
+    load_per_round: list[float] = []
+    started = time.monotonic()
     with (
         ServerProcess(env, workdir, name="assets-server", threads=THREADS) as server,
         nginx(workdir, assets) as (nginx_url, nginx_process),
     ):
         ours = f"{server.url}/assets/installer.img"
         theirs = f"{nginx_url}/assets/installer.img"
-        for _ in range(ROUNDS):
+        for round_number in range(ROUNDS):
+            servers = [("provisioner", ours, server.pid), ("nginx", theirs, nginx_process.pid)]
+            if round_number % 2:  # who goes first alternates: a drift in load cancels out
+                servers.reverse()
             for clients in CLIENTS:
-                for name, url, pid in (
-                    ("provisioner", ours, server.pid),
-                    ("nginx", theirs, nginx_process.pid),
-                ):
+                for name, url, pid in servers:
                     figures = download_all(url, clients, size, pid)
                     rounds.setdefault(f"download_{clients}_{name}", []).append(figures)
-            for name, url in (("provisioner", ours), ("nginx", theirs)):
+            for name, url, _ in servers:
                 with looping_downloads(url, LOOP_CLIENTS):
                     for kind, script in (("boot", boot_script), ("report", report_script)):
                         if kind == "boot":
@@ -244,6 +259,7 @@ def run(workdir: Path) -> dict:
                             server.url, script, workdir, connections=64, seconds=SECONDS
                         )
                         rounds.setdefault(f"{kind}_beside_{name}", []).append(figures)
+            load_per_round.append(round(os.getloadavg()[0], 1))
         peak = peak_rss_mb(server.pid)
     figures: dict = {}
     ratios: dict = {}
@@ -274,5 +290,11 @@ def run(workdir: Path) -> dict:
         [round(x, 2) for x in load_before],
         [round(x, 2) for x in os.getloadavg()],
     ]
+    figures["load_average_after_each_round"] = load_per_round
+    figures["run_seconds"] = round(time.monotonic() - started)
     figures["ratios"] = ratios
+    figures["ratios_per_round"] = {
+        f"throughput_{clients}": round_ratios(rounds, f"download_{clients}", "gbit_per_s")
+        for clients in CLIENTS
+    } | {kind: round_ratios(rounds, f"{kind}_beside", "rps") for kind in ("boot", "report")}
     return figures
