@@ -10,7 +10,8 @@ services would be). Each round:
    server's CPU seconds (user + system, every thread and worker) per GB sent;
 2. 32 curl processes download in a loop from one server while wrk measures boot and report
    throughput against provisioner (64 connections each, as ``bench http``), then the same
-   while the loop downloads from nginx: what the downloads cost the request threads.
+   while the loop downloads from nginx: what the downloads cost the request threads, and
+   what the looping clients got meanwhile (whole downloads finished during each wrk run).
 
 Which server goes first alternates from round to round. A figure is the median of the
 rounds', a ratio the median of the rounds' ratios (each round's ratio is reported too).
@@ -170,12 +171,26 @@ def download_all(url: str, clients: int, size: int, pid: int) -> dict:
     }
 
 
+class Completions:
+    """How many downloads of the loop have finished whole (counted under a lock)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self) -> None:
+        with self.lock:
+            self.count += 1
+
+
 @contextmanager
-def looping_downloads(url: str, clients: int) -> Iterator[None]:
-    """``clients`` threads each running curl on ``url`` again and again until the end."""
+def looping_downloads(url: str, clients: int) -> Iterator[Completions]:
+    """``clients`` threads each running curl on ``url`` again and again until the end;
+    yields the count of downloads finished so far."""
     stop = threading.Event()
     running: list[subprocess.Popen] = []
     lock = threading.Lock()
+    completions = Completions()
 
     def loop() -> None:
         while not stop.is_set():
@@ -184,7 +199,8 @@ def looping_downloads(url: str, clients: int) -> Iterator[None]:
                     return
                 process = subprocess.Popen(curl_command(url))
                 running.append(process)
-            process.wait()
+            if process.wait() == 0:
+                completions.add()
             with lock:
                 running.remove(process)
 
@@ -193,7 +209,7 @@ def looping_downloads(url: str, clients: int) -> Iterator[None]:
         thread.start()
     time.sleep(1)  # every client connected and sending
     try:
-        yield
+        yield completions
     finally:
         stop.set()
         with lock:
@@ -251,13 +267,17 @@ def run(workdir: Path) -> dict:
                     figures = download_all(url, clients, size, pid)
                     rounds.setdefault(f"download_{clients}_{name}", []).append(figures)
             for name, url, _ in servers:
-                with looping_downloads(url, LOOP_CLIENTS):
+                with looping_downloads(url, LOOP_CLIENTS) as completions:
                     for kind, script in (("boot", boot_script), ("report", report_script)):
                         if kind == "boot":
                             mark_seen(database, utcnow())
+                        before, started_wrk = completions.count, time.monotonic()
                         figures = run_wrk(
                             server.url, script, workdir, connections=64, seconds=SECONDS
                         )
+                        done = completions.count - before
+                        seconds = time.monotonic() - started_wrk
+                        figures["downloads_gbit_per_s"] = round(done * size * 8 / seconds / GB, 2)
                         rounds.setdefault(f"{kind}_beside_{name}", []).append(figures)
             load_per_round.append(round(os.getloadavg()[0], 1))
         peak = peak_rss_mb(server.pid)
@@ -281,6 +301,13 @@ def run(workdir: Path) -> dict:
         theirs_rounds = rounds[f"{kind}_beside_nginx"]
         figures[f"{kind}_beside_provisioner_rps"] = [v["rps"] for v in ours_rounds]
         figures[f"{kind}_beside_nginx_rps"] = [v["rps"] for v in theirs_rounds]
+        # What the looping clients got meanwhile (whole downloads finished, so +-1 file)
+        figures[f"{kind}_beside_provisioner_downloads_gbit_per_s"] = [
+            v["downloads_gbit_per_s"] for v in ours_rounds
+        ]
+        figures[f"{kind}_beside_nginx_downloads_gbit_per_s"] = [
+            v["downloads_gbit_per_s"] for v in theirs_rounds
+        ]
         ratios[f"{kind}_beside_provisioner_vs_nginx"] = median_ratio(
             ours_rounds, theirs_rounds, "rps"
         )
