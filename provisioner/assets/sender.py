@@ -10,8 +10,8 @@ does: one system call per few MB, the GIL released during each). Once the whole 
 sent, a connection the client wants kept alive (HTTP/1.1 without ``Connection: close``,
 as iPXE and curl send) goes back to waitress (``return_to_waitress``: a new channel on the
 same socket), which reads the next request from it as from any connection; iPXE fetches
-the kernel and then the initrd that way. Otherwise, or when the answer was cut off, the
-sender closes the connection (the head then says ``Connection: close``).
+the kernel and then the initrd that way. Otherwise the head says ``Connection: close``
+and the sender closes the connection, as it does after an answer that was cut off.
 
 A thread per download with blocking ``sendfile`` was tried first: it needs no GIL at all
 during a transfer, but every socket's wait for buffer space is then a thread wake-up of
