@@ -1,23 +1,28 @@
 """Serving a 128 MB installer file: provisioner against nginx, side by side in one run.
 
 nginx (Debian's nginx-light, ``sendfile on``, its default ``worker_processes auto``) and
-``provisioner serve`` serve the same file from the same directory on loopback. Each round:
+``provisioner serve`` serve the same file from the same directory on loopback, each in a
+session of its own (so a scheduling autogroup of its own, apart from the clients', as two
+services would be). Each round:
 
 1. 32, then 128 concurrent ``curl -o /dev/null`` processes each download the file once from
    one server, then from the other: aggregate throughput (bytes / wall time) and the
    server's CPU seconds (user + system, every thread and worker) per GB sent;
 2. 32 curl processes download in a loop from one server while wrk measures boot and report
    throughput against provisioner (64 connections each, as ``bench http``), then the same
-   while the loop downloads from nginx: what the downloads cost the request threads.
+   while the loop downloads from nginx: what the downloads cost the request threads, and
+   what the looping clients got meanwhile (whole downloads finished during each wrk run).
 
-A figure is the median round's, a ratio the median of the rounds' ratios. Peak RSS is
-provisioner's VmHWM at the end.
+Which server goes first alternates from round to round. A figure is the median of the
+rounds', a ratio the median of the rounds' ratios (each round's ratio is reported too).
+Peak RSS is provisioner's VmHWM at the end.
 """
 
 import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -43,7 +48,7 @@ from provisioner.timeutil import utcnow
 FILE_MB = 128
 CLIENTS = (32, 128)
 LOOP_CLIENTS = 32
-ROUNDS = 3
+ROUNDS = 4
 GB = 1e9
 NGINX_CONFIG = """\
 daemon off;
@@ -90,6 +95,10 @@ def nginx(workdir: Path, assets: Path) -> Iterator[tuple[str, subprocess.Popen]]
             [nginx_binary(), "-p", str(directory), "-c", str(config), "-e", "stderr"],
             stdout=log,
             stderr=subprocess.STDOUT,
+            # A session (and so a scheduling autogroup) of its own, as provisioner's server
+            # has (ServerProcess): in the benchmark's session nginx would share the curl
+            # clients' CPU share instead of competing with them, as provisioner must.
+            start_new_session=True,
         )
     try:
         wait_listening(port)
@@ -162,12 +171,26 @@ def download_all(url: str, clients: int, size: int, pid: int) -> dict:
     }
 
 
+class Completions:
+    """How many downloads of the loop have finished whole (counted under a lock)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def add(self) -> None:
+        with self.lock:
+            self.count += 1
+
+
 @contextmanager
-def looping_downloads(url: str, clients: int) -> Iterator[None]:
-    """``clients`` threads each running curl on ``url`` again and again until the end."""
+def looping_downloads(url: str, clients: int) -> Iterator[Completions]:
+    """``clients`` threads each running curl on ``url`` again and again until the end;
+    yields the count of downloads finished so far."""
     stop = threading.Event()
     running: list[subprocess.Popen] = []
     lock = threading.Lock()
+    completions = Completions()
 
     def loop() -> None:
         while not stop.is_set():
@@ -176,7 +199,8 @@ def looping_downloads(url: str, clients: int) -> Iterator[None]:
                     return
                 process = subprocess.Popen(curl_command(url))
                 running.append(process)
-            process.wait()
+            if process.wait() == 0:
+                completions.add()
             with lock:
                 running.remove(process)
 
@@ -185,7 +209,7 @@ def looping_downloads(url: str, clients: int) -> Iterator[None]:
         thread.start()
     time.sleep(1)  # every client connected and sending
     try:
-        yield
+        yield completions
     finally:
         stop.set()
         with lock:
@@ -196,13 +220,18 @@ def looping_downloads(url: str, clients: int) -> Iterator[None]:
 
 
 def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
+    return statistics.median(values)
 
 
 def median_ratio(over: list[dict], under: list[dict], key: str) -> float:
     """The median over rounds of ``over[key] / under[key]`` in the same round."""
     return round(median([a[key] / b[key] for a, b in zip(over, under, strict=True)]), 3)
+
+
+def round_ratios(rounds: dict[str, list[dict]], prefix: str, key: str) -> list[float]:
+    """provisioner's figure over nginx's in each round."""
+    ours, theirs = rounds[f"{prefix}_provisioner"], rounds[f"{prefix}_nginx"]
+    return [round(a[key] / b[key], 2) for a, b in zip(ours, theirs, strict=True)]
 
 
 def run(workdir: Path) -> dict:
@@ -221,29 +250,36 @@ def run(workdir: Path) -> dict:
     report_script = lua_list("macs", macs[NODES:]) + lua_list("tokens", tokens) + REPORT_LUA
     rounds: dict[str, list[dict]] = {}
     load_before = os.getloadavg()
+    load_per_round: list[float] = []
+    started = time.monotonic()
     with (
         ServerProcess(env, workdir, name="assets-server", threads=THREADS) as server,
         nginx(workdir, assets) as (nginx_url, nginx_process),
     ):
         ours = f"{server.url}/assets/installer.img"
         theirs = f"{nginx_url}/assets/installer.img"
-        for _ in range(ROUNDS):
+        for round_number in range(ROUNDS):
+            servers = [("provisioner", ours, server.pid), ("nginx", theirs, nginx_process.pid)]
+            if round_number % 2:  # who goes first alternates: a drift in load cancels out
+                servers.reverse()
             for clients in CLIENTS:
-                for name, url, pid in (
-                    ("provisioner", ours, server.pid),
-                    ("nginx", theirs, nginx_process.pid),
-                ):
+                for name, url, pid in servers:
                     figures = download_all(url, clients, size, pid)
                     rounds.setdefault(f"download_{clients}_{name}", []).append(figures)
-            for name, url in (("provisioner", ours), ("nginx", theirs)):
-                with looping_downloads(url, LOOP_CLIENTS):
+            for name, url, _ in servers:
+                with looping_downloads(url, LOOP_CLIENTS) as completions:
                     for kind, script in (("boot", boot_script), ("report", report_script)):
                         if kind == "boot":
                             mark_seen(database, utcnow())
+                        before, started_wrk = completions.count, time.monotonic()
                         figures = run_wrk(
                             server.url, script, workdir, connections=64, seconds=SECONDS
                         )
+                        done = completions.count - before
+                        seconds = time.monotonic() - started_wrk
+                        figures["downloads_gbit_per_s"] = round(done * size * 8 / seconds / GB, 2)
                         rounds.setdefault(f"{kind}_beside_{name}", []).append(figures)
+            load_per_round.append(round(os.getloadavg()[0], 1))
         peak = peak_rss_mb(server.pid)
     figures: dict = {}
     ratios: dict = {}
@@ -265,6 +301,13 @@ def run(workdir: Path) -> dict:
         theirs_rounds = rounds[f"{kind}_beside_nginx"]
         figures[f"{kind}_beside_provisioner_rps"] = [v["rps"] for v in ours_rounds]
         figures[f"{kind}_beside_nginx_rps"] = [v["rps"] for v in theirs_rounds]
+        # What the looping clients got meanwhile (whole downloads finished, so +-1 file)
+        figures[f"{kind}_beside_provisioner_downloads_gbit_per_s"] = [
+            v["downloads_gbit_per_s"] for v in ours_rounds
+        ]
+        figures[f"{kind}_beside_nginx_downloads_gbit_per_s"] = [
+            v["downloads_gbit_per_s"] for v in theirs_rounds
+        ]
         ratios[f"{kind}_beside_provisioner_vs_nginx"] = median_ratio(
             ours_rounds, theirs_rounds, "rps"
         )
@@ -274,5 +317,11 @@ def run(workdir: Path) -> dict:
         [round(x, 2) for x in load_before],
         [round(x, 2) for x in os.getloadavg()],
     ]
+    figures["load_average_after_each_round"] = load_per_round
+    figures["run_seconds"] = round(time.monotonic() - started)
     figures["ratios"] = ratios
+    figures["ratios_per_round"] = {
+        f"throughput_{clients}": round_ratios(rounds, f"download_{clients}", "gbit_per_s")
+        for clients in CLIENTS
+    } | {kind: round_ratios(rounds, f"{kind}_beside", "rps") for kind in ("boot", "report")}
     return figures

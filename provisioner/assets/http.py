@@ -155,6 +155,17 @@ def plan(method: str, headers: Mapping[str, str], size: int, mtime_ns: int, path
     return _with_length(Plan(206, [*common, ("Content-Type", kind)], body))
 
 
+def wants_keep_alive(protocol: str, connection: str | None) -> bool:
+    """Whether the client wants the connection kept after the answer: HTTP/1.1 unless it
+    says ``Connection: close``, HTTP/1.0 only if it says ``Connection: keep-alive``."""
+    tokens = {token.strip().lower() for token in (connection or "").split(",")}
+    if protocol.upper() == "HTTP/1.1":
+        return "close" not in tokens
+    if protocol.upper() == "HTTP/1.0":
+        return "keep-alive" in tokens and "close" not in tokens
+    return False
+
+
 def _if_range_holds(headers: Mapping[str, str], etag: str, modified: int) -> bool:
     condition = headers.get("if-range")
     if condition is None:

@@ -6,9 +6,12 @@ rack pulling initrds then competes for the GIL with every boot and report. Under
 as any view does, then takes the connection away from waitress (``detach_socket``) and
 hands it to the ``AssetSender``, whose one thread writes the head and lets the kernel copy
 the file to each socket as it becomes writable (non-blocking ``os.sendfile``, as nginx
-does: one system call per few MB, the GIL released during each). The answer carries
-``Connection: close``; the client's next request opens a new connection, which waitress
-serves as usual.
+does: one system call per few MB, the GIL released during each). Once the whole answer is
+sent, a connection the client wants kept alive (HTTP/1.1 without ``Connection: close``,
+as iPXE and curl send) goes back to waitress (``return_to_waitress``: a new channel on the
+same socket), which reads the next request from it as from any connection; iPXE fetches
+the kernel and then the initrd that way. Otherwise the head says ``Connection: close``
+and the sender closes the connection, as it does after an answer that was cut off.
 
 A thread per download with blocking ``sendfile`` was tried first: it needs no GIL at all
 during a transfer, but every socket's wait for buffer space is then a thread wake-up of
@@ -73,13 +76,25 @@ class Sent:
 
 #: Called with what was sent once an answer is over (from the recording thread).
 Done = Callable[[Sent], None]
+#: Takes back a connection whose answer went out whole, to read the client's next request.
+GiveBack = Callable[[socket.socket], None]
 
 
-def head_bytes(plan: Plan, server: str) -> bytes:
-    """The status line and headers of ``plan``, closing the connection after it."""
+@dataclass(frozen=True)
+class Detached:
+    """A connection taken from waitress, and how to give it back after the answer."""
+
+    sock: socket.socket
+    give_back: GiveBack
+
+
+def head_bytes(plan: Plan, server: str, keep_alive: bool = False) -> bytes:
+    """The status line and headers of ``plan``; the connection is closed after it unless
+    ``keep_alive`` (``Connection: keep-alive`` then, which HTTP/1.0 clients need)."""
     lines = [f"HTTP/1.1 {plan.status} {HTTPStatus(plan.status).phrase}"]
     lines += [f"{name}: {value}" for name, value in plan.headers]
-    lines += [f"Date: {formatdate(usegmt=True)}", f"Server: {server}", "Connection: close"]
+    lines += [f"Date: {formatdate(usegmt=True)}", f"Server: {server}"]
+    lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -87,12 +102,19 @@ class Transfer:
     """One answer being sent: its pieces, where it is in them, and what it has sent."""
 
     def __init__(
-        self, sock: socket.socket, asset: OpenAsset, plan: Plan, head: bytes, done: Done
+        self,
+        sock: socket.socket,
+        asset: OpenAsset,
+        plan: Plan,
+        head: bytes,
+        done: Done,
+        give_back: GiveBack | None = None,
     ) -> None:
         self.sock = sock
         self.asset = asset
         self.plan = plan
         self.done = done
+        self.give_back = give_back
         self.pieces: list[bytes | Slice] = [head, *plan.body]
         self.offset = 0  # into pieces[0]
         self.file_bytes = 0
@@ -151,9 +173,21 @@ class AssetSender:
         self._loops = [SendingLoop(self._records) for _ in range(count)]
         self._turn = itertools.count()
 
-    def submit(self, sock: socket.socket, asset: OpenAsset, plan: Plan, done: Done) -> None:
-        """Send ``plan`` on ``sock`` from a sending loop; then close both, then ``done``."""
-        transfer = Transfer(sock, asset, plan, head_bytes(plan, self.server), done)
+    def submit(
+        self,
+        sock: socket.socket,
+        asset: OpenAsset,
+        plan: Plan,
+        done: Done,
+        give_back: GiveBack | None = None,
+    ) -> None:
+        """Send ``plan`` on ``sock`` from a sending loop, then close the file, then ``done``.
+
+        The connection then goes to ``give_back`` when there is one and the answer went out
+        whole (the head says ``Connection: keep-alive``); otherwise it is closed.
+        """
+        head = head_bytes(plan, self.server, keep_alive=give_back is not None)
+        transfer = Transfer(sock, asset, plan, head, done, give_back)
         self._loops[next(self._turn) % len(self._loops)].add(transfer)
 
     def shutdown(self) -> None:
@@ -247,15 +281,31 @@ class SendingLoop:
 
     def _finish(self, transfer: Transfer) -> None:
         self._selector.unregister(transfer.sock)
-        close_gently(transfer.sock)
+        sent = transfer.result()
+        if sent.complete and transfer.give_back is not None and not self._stopping:
+            hand_back(transfer.sock, transfer.give_back)
+        else:
+            close_gently(transfer.sock)
         transfer.asset.close()
-        self._records.submit(_record, transfer.asset.path, transfer.done, transfer.result())
+        self._records.submit(_record, transfer.asset.path, transfer.done, sent)
 
     def stop(self) -> None:
         """Stop sending (answers under way are cut off and recorded as such)."""
         self._stopping = True
         self._wake()
         self._thread.join(5)
+
+
+def hand_back(sock: socket.socket, give_back: GiveBack) -> None:
+    """Give a connection whose answer went out whole to ``give_back``: uncorked first, so
+    the answer's last segment leaves now, not when the next answer fills one."""
+    with contextlib.suppress(OSError):  # not a TCP socket (tests), or already gone
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 0)
+    try:
+        give_back(sock)
+    except OSError as exc:
+        log.info("asset connection not kept alive: %s", exc)
+        close_gently(sock)
 
 
 def _record(path: str, done: Done, sent: Sent) -> None:
@@ -272,8 +322,9 @@ def _unpin() -> None:
 
 
 def detach_socket(channel: HTTPChannel, timeout: float = DETACH_TIMEOUT_SECONDS) -> Any:
-    """Take the request's connection from waitress: a socket of our own, or ``None`` when
-    it cannot be had (the client pipelined more requests, or went away).
+    """Take the request's connection from waitress: a ``Detached`` socket of our own (with
+    the means to give it back), or ``None`` when it cannot be had (the client pipelined
+    more requests, or went away).
 
     Earlier answers on the connection are flushed first. waitress's I/O thread owns the
     channel, so the detaching runs there (a trigger thunk): it duplicates the descriptor,
@@ -299,9 +350,27 @@ def detach_socket(channel: HTTPChannel, timeout: float = DETACH_TIMEOUT_SECONDS)
             ready.set()
 
     channel.server.trigger.pull_trigger(detach)
-    if not ready.wait(timeout):
+    if not ready.wait(timeout) or result[0] is None:
         return None
-    return result[0]
+    return Detached(result[0], functools.partial(return_to_waitress, channel.server, channel.addr))
+
+
+def return_to_waitress(server: Any, addr: Any, sock: socket.socket) -> None:
+    """Serve ``sock`` by waitress again: a new channel of ``server`` on it, made in
+    waitress's I/O thread (which owns the channels), as when it accepts a connection.
+
+    The client's next request may already wait in the socket; the new channel reads it.
+    A server that has stopped takes nothing: the connection is closed.
+    """
+
+    def attach() -> None:
+        try:
+            server.channel_class(server, sock, addr, server.adj, map=server._map)
+        except OSError as exc:
+            log.info("asset connection not kept alive: %s", exc)
+            sock.close()
+
+    server.trigger.pull_trigger(attach)
 
 
 class HandoffTask(WSGITask):

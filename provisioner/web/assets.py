@@ -24,6 +24,7 @@ from provisioner.assets.files import open_asset
 from provisioner.assets.http import Plan
 from provisioner.assets.http import Slice
 from provisioner.assets.http import plan
+from provisioner.assets.http import wants_keep_alive
 from provisioner.assets.sender import HANDOFF_KEY
 from provisioner.assets.sender import Sent
 from provisioner.domain.asset_downloads import record_download
@@ -69,9 +70,13 @@ def asset(path: str):
     sender = app.extensions.get(SENDER_KEY)
     detach = request.environ.get(HANDOFF_KEY)
     if sender is not None and detach is not None:
-        sock = detach()
-        if sock is not None:
-            sender.submit(sock, opened, answer, download.finished)
+        detached = detach()
+        if detached is not None:
+            keep = wants_keep_alive(
+                request.environ.get("SERVER_PROTOCOL", ""), request.headers.get("Connection")
+            )
+            give_back = detached.give_back if keep else None
+            sender.submit(detached.sock, opened, answer, download.finished, give_back)
             return Response(status=204)  # never sent: the connection is the sender's now
     return _streamed(opened, answer, download)
 

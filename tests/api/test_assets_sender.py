@@ -30,7 +30,7 @@ def asset_sender():
     running.shutdown()
 
 
-def submit(asset_sender: AssetSender, root: Path, headers: dict[str, str]):
+def submit(asset_sender: AssetSender, root: Path, headers: dict[str, str], give_back=None):
     ours, theirs = socket.socketpair()
     opened = open_asset(root, "big")
     answer = plan("GET", headers, opened.size, opened.mtime_ns, opened.path)
@@ -41,7 +41,7 @@ def submit(asset_sender: AssetSender, root: Path, headers: dict[str, str]):
         results.append(sent)
         finished.set()
 
-    asset_sender.submit(ours, opened, answer, done)
+    asset_sender.submit(ours, opened, answer, done, give_back)
     return theirs, results, finished
 
 
@@ -93,3 +93,51 @@ def test_a_client_that_takes_nothing_is_dropped(monkeypatch, asset_root) -> None
         assert not results[0].complete
     finally:
         running.shutdown()
+
+
+class Taker:
+    """Stands in for waitress taking a kept connection back: answers b"next" on it."""
+
+    def __init__(self) -> None:
+        self.taken: list[socket.socket] = []
+        self.event = threading.Event()
+
+    def __call__(self, sock: socket.socket) -> None:
+        self.taken.append(sock)
+        sock.setblocking(True)
+        sock.sendall(b"next")
+        self.event.set()
+
+
+def read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        assert chunk, f"closed after {len(data)} of {count} bytes"
+        data += chunk
+    return data
+
+
+def test_kept_connection_is_given_back_after_the_whole_answer(asset_sender, asset_root) -> None:
+    taker = Taker()
+    client, results, finished = submit(asset_sender, asset_root, {}, give_back=taker)
+    with client:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += read_exactly(client, 1)
+        assert b"Connection: keep-alive\r\n" in head and b"Connection: close" not in head
+        assert read_exactly(client, len(DATA)) == DATA
+        assert taker.event.wait(WAIT)
+        assert read_exactly(client, 4) == b"next"  # the same connection, still open
+    assert finished.wait(WAIT) and results[0].complete
+    for sock in taker.taken:
+        sock.close()
+
+
+def test_cut_off_connection_is_not_given_back(asset_sender, asset_root) -> None:
+    taker = Taker()
+    client, results, finished = submit(asset_sender, asset_root, {}, give_back=taker)
+    client.recv(1000)
+    client.close()
+    assert finished.wait(WAIT)
+    assert not results[0].complete and not taker.taken

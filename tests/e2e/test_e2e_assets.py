@@ -1,10 +1,11 @@
 """End to end: ``/assets`` from the real ``provisioner serve``, fetched with curl.
 
-Under ``serve`` an asset body leaves from a sender thread with ``os.sendfile`` (the answer
-then says ``Connection: close``), so these tests check the bytes on the wire: whole files,
-ranges, multipart, 416, conditional requests, resumed downloads, traversal, a connection
-reused after a boot script, that a client which stops reading holds no request thread, and
-the one event a node gets per download.
+Under ``serve`` an asset body leaves from a sender thread with ``os.sendfile``, so these
+tests check the bytes on the wire: whole files, ranges, multipart, 416, conditional
+requests, resumed downloads, traversal, a connection reused after a boot script and after
+downloads (keep-alive: the sender gives the connection back to waitress), closed when the
+client asks, that a client which stops reading holds no request thread, and the one event
+a node gets per download.
 """
 
 import hashlib
@@ -89,7 +90,7 @@ def test_whole_file_range_multipart_and_416(served, tmp_path: Path) -> None:
     head = result.stdout.decode()
     assert head.startswith("HTTP/1.1 200")
     assert f"Content-Length: {SIZE}\r\n" in head
-    assert "Connection: close" in head  # sent by the sendfile sender, not by waitress
+    assert "Connection: keep-alive" in head  # sent by the sendfile sender, not by waitress
 
     result = curl(server, "-i", "-r", "1000-1999", url)
     head, body = head_and_body(result.stdout)
@@ -158,6 +159,76 @@ def test_connection_reused_after_a_boot_script(served, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == data[:100_000]
+
+
+def test_connection_kept_alive_after_downloads(served, tmp_path: Path) -> None:
+    """curl fetches the kernel, the initrd and a boot script over its first connection."""
+    server, data = served
+    kernel, initrd = tmp_path / "kernel", tmp_path / "initrd"
+    result = curl(
+        server,
+        "-v",
+        "-o",
+        str(kernel),
+        f"{server.url}/assets/os/linux",
+        "-o",
+        str(initrd),
+        f"{server.url}/assets/os/initrd.img",
+        "-o",
+        "/dev/null",
+        f"{server.url}/api/v1/boot?mac={MAC}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert kernel.read_bytes() == data[:100_000] and initrd.read_bytes() == data
+    log = result.stderr.decode(errors="replace")
+    assert log.count("Re-using existing connection") == 2, log
+    assert log.count("Connected to") == 1, log  # one connection, made once
+
+
+def read_answer(sock: socket.socket, buffered: bytes = b"") -> tuple[str, bytes, bytes]:
+    """One answer with a Content-Length body from ``sock``: head, body, and what followed."""
+    raw = buffered
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {raw!r}"
+        raw += chunk
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    length = int(header(head.decode("latin-1"), "Content-Length"))
+    while len(rest) < length:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"connection closed after {len(rest)} of {length} bytes"
+        rest += chunk
+    return head.decode("latin-1"), rest[:length], rest[length:]
+
+
+def test_one_connection_serves_range_file_and_api_in_turn(served) -> None:
+    """Over one socket: a range, the whole file, a HEAD and a boot script, one after the
+    other, each answered on the same connection; then ``Connection: close`` ends it."""
+    server, data = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        request = "GET /assets/os/initrd.img HTTP/1.1\r\nHost: x\r\n"
+        sock.sendall(f"{request}Range: bytes=10-19\r\n\r\n".encode())
+        head, body, left = read_answer(sock)
+        assert head.startswith("HTTP/1.1 206") and body == data[10:20] and not left
+        sock.sendall(f"{request}\r\n".encode())
+        head, body, left = read_answer(sock)
+        assert head.startswith("HTTP/1.1 200") and body == data and not left
+        sock.sendall(f"GET /api/v1/boot?mac={MAC} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, body, left = read_answer(sock)
+        assert head.startswith("HTTP/1.1 200") and body.startswith(b"#!ipxe") and not left
+        sock.sendall(f"{request}Connection: close\r\n\r\n".encode())
+        head, body, left = read_answer(sock)
+        assert "Connection: close" in head and body == data
+        assert left == b"" and sock.recv(1) == b""  # closed by the server after the body
+
+
+def test_http_1_0_connection_closed_after_download(served) -> None:
+    server, data = served
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(b"GET /assets/os/linux HTTP/1.0\r\n\r\n")
+        head, body, left = read_answer(sock)
+        assert "Connection: close" in head and body == data[:100_000]
+        assert left == b"" and sock.recv(1) == b""
 
 
 def test_stalled_download_holds_no_request_thread(served) -> None:
