@@ -1,9 +1,14 @@
 """The report and failure rules as pure functions: no app, no database."""
 
+import itertools
 from datetime import UTC
 from datetime import datetime
 from types import SimpleNamespace
 
+import pytest
+from eventtable import FITS
+from eventtable import REPORTED
+from eventtable import STATES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,6 +43,29 @@ def test_a_reported_failure_is_planned_by_the_failure_rule(before, most):
     failure = count_failure(before, "boom", most)
     assert plan.failure == "boom"
     assert plan.effect == f"installing→{failure.target} (attempt {failure.attempts} of {most})"
+
+
+@pytest.mark.parametrize(("event", "state"), list(itertools.product(REPORTED, STATES)))
+def test_every_event_from_every_state_is_planned_as_the_table_says(event, state):
+    """The report rule moves, logs, counts or ignores each event as the table says."""
+    node = SimpleNamespace(state=state, install_attempts=0, progress=None)
+    progress = 40 if event == EventType.INSTALL_PROGRESS else None
+    report = Report(EventType(event), message=f"{event} from the field", progress=progress)
+
+    plan = plan_report(node, report, 3)
+
+    ignored = (state, f"ignored: node is {state}", None)
+    expected_state, expected_effect, expected_message = FITS.get((event, state), ignored)
+    assert plan.effect == expected_effect
+    assert plan.message == (
+        expected_message or f"Event {event} recorded but ignored: node is {state}"
+    )
+    if plan.failure is not None:
+        assert plan.failure == f"{event} from the field"
+        assert count_failure(0, plan.failure, 3).target == expected_state
+    else:
+        assert (plan.target or state) == expected_state
+    assert plan.progress == (40 if expected_effect == "progress 40%" else None)
 
 
 def test_a_stale_report_changes_no_column():
