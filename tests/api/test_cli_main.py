@@ -87,6 +87,7 @@ def test_every_command_has_help_and_an_example(name):
     assert "provisioner " + name in result.output.split("Example")[1]
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_version_option(tmp_path):
     """``provisioner --version`` (and ``python -m provisioner --version``) print the version."""
     expected = f"provisioner {version('provisioner')}"
@@ -115,6 +116,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *named: str) -> N
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_bad_database_url_in_process_is_one_line(tmp_path):
+    """The group's error handling run in-process (the console-script runs are slow-marked)."""
+    environ = {key: None for key in os.environ if key.startswith("PROVISIONER_")}
+    environ |= {"PROVISIONER_DATA_DIR": str(tmp_path), "PROVISIONER_DATABASE_URL": "not a url"}
+    result = CliRunner().invoke(main, ["db", "upgrade"], env=environ)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "DATABASE_URL" in result.output
+
+
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 @pytest.mark.parametrize(
     ("url", "named"),
     [
@@ -129,6 +141,7 @@ def test_a_bad_database_url_is_one_line(tmp_path, url, named):
     assert_one_line_error(run(tmp_path, "db", "upgrade", PROVISIONER_DATABASE_URL=url), named)
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_debug_shows_the_traceback(tmp_path):
     """``--debug`` keeps the traceback of the same error."""
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
@@ -137,12 +150,14 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_an_unwritable_data_dir_is_one_line(tmp_path):
     """A DATA_DIR that cannot be created names DATA_DIR."""
     result = run(tmp_path, "nodes", "list", PROVISIONER_DATA_DIR="/proc/provisioner-data")
     assert_one_line_error(result, "DATA_DIR")
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_a_port_in_use_is_one_line(tmp_path):
     """``serve`` on a taken port names the port instead of a traceback."""
     with socket.socket() as taken:
@@ -153,6 +168,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
     assert_one_line_error(result, port)
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_data_dir_holds_the_database_and_the_secret(tmp_path):
     """With only DATA_DIR set, the SQLite file and the secret key are written there."""
     assert run(tmp_path, "db", "upgrade").returncode == 0

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from provisioner import create_app
+from provisioner.cli import main
 from provisioner.config import ConfigError
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
@@ -65,6 +67,26 @@ def run_cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize(
+    ("command", "content", "named"),
+    [
+        (["nodes", "list"], 'MAX_INSTALL_ATTEMPTS = "x"\n', "MAX_INSTALL_ATTEMPTS"),
+        (["db", "upgrade"], "AUTO_REGISTER = = true\n", "bad.toml"),
+    ],
+)
+def test_cli_in_process_reports_a_bad_config_file_in_one_line(tmp_path, command, content, named):
+    """The command's own error handling, run in-process (the console-script runs below are
+    slow-marked; every kind of bad file is in tests/unit/test_config.py)."""
+    path = write_toml(tmp_path / "bad.toml", content)
+    environ = {key: None for key in os.environ if key.startswith("PROVISIONER_")}
+    environ |= {"PROVISIONER_CONFIG": str(path), "PROVISIONER_DATA_DIR": str(tmp_path)}
+    result = CliRunner().invoke(main, command, env=environ)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert named in result.output
+
+
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
+@pytest.mark.parametrize(
     ("content", "named"),
     [
         ('MAX_INSTALL_ATTEMPTS = "x"\n', "MAX_INSTALL_ATTEMPTS"),
@@ -85,6 +107,7 @@ def test_cli_reports_a_bad_config_file_without_traceback(tmp_path, content, name
     assert "Traceback" not in output
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_cli_config_option_reports_a_bad_file(tmp_path):
     """``provisioner --config FILE`` is checked the same way as ``PROVISIONER_CONFIG``."""
     path = write_toml(tmp_path / "bad.toml", "TRUSTED_PROXIES = -1\n")
@@ -94,6 +117,7 @@ def test_cli_config_option_reports_a_bad_file(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_cli_reports_a_bad_environment_value(tmp_path):
     """A bad ``PROVISIONER_<KEY>`` stops the CLI with the key's name."""
     result = run_cli(tmp_path, "nodes", "list", PROVISIONER_INSTALL_TIMEOUT_MINUTES="abc")
@@ -102,6 +126,7 @@ def test_cli_reports_a_bad_environment_value(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_serve_refuses_to_start_on_a_bad_config(tmp_path):
     """``provisioner serve --config bad.toml`` exits at once instead of serving."""
     path = write_toml(tmp_path / "bad.toml", 'AUTO_REGISTER = "perhaps"\n')
@@ -111,6 +136,7 @@ def test_serve_refuses_to_start_on_a_bad_config(tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_cli_runs_with_a_good_config_file(tmp_path):
     """The same command succeeds with a valid file (so the failures above are about the file)."""
     path = write_toml(tmp_path / "good.toml", "MAX_INSTALL_ATTEMPTS = 4\n")
@@ -120,6 +146,7 @@ def test_cli_runs_with_a_good_config_file(tmp_path):
     assert "0 of 0 node(s)" in result.stdout
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_cli_by_hand_in_a_checkout_knows_the_example_workflows(tmp_path):
     """Without the Makefile's export, ``provisioner workflows list`` finds the examples."""
     result = run_cli(tmp_path, "workflows", "list")
