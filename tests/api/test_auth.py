@@ -38,6 +38,13 @@ REMOTE = "192.0.2.7"
 PROVISIONER_SCRIPT = Path(sys.executable).parent / "provisioner"
 
 
+@pytest.fixture
+def backend() -> str:
+    """Who may call what is decided from the configured tokens before any query: one database
+    is enough here (the stores are tested on both elsewhere)."""
+    return "sqlite"
+
+
 def sha256_hex(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
