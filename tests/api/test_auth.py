@@ -593,33 +593,12 @@ SECRET_LOOKING = "Secr3t-value-that-must-not-be-echoed"
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 @pytest.mark.parametrize("key", ["API_TOKENS", "READ_TOKENS"])
-@pytest.mark.parametrize(
-    "value",
-    [
-        ["short-Secr3t"],
-        [""],
-        ["sha256:" + "ab" * 10],
-        ["sha256:" + "a" * 63],
-        ["sha256:" + "a" * 65],
-        ["sha256:" + "z" * 64],
-        [SECRET_LOOKING, 12345],
-        {"token": SECRET_LOOKING},
-    ],
-    ids=[
-        "too-short",
-        "empty",
-        "sha256-short",
-        "sha256-63",
-        "sha256-65",
-        "sha256-not-hex",
-        "not-a-string",
-        "not-a-list",
-    ],
-)
+@pytest.mark.parametrize("value", [[SECRET_LOOKING, 12345]], ids=["not-a-string"])
 def test_bad_token_config_is_a_config_error_naming_the_key_but_not_the_value(
     app_config, key, value
 ):
-    """A bad entry stops start-up with the key named and the value (a secret) not echoed."""
+    """A bad entry stops start-up with the key named and the value (a secret) not echoed.
+    Every kind of bad entry, on the settings alone: tests/unit/test_token_config.py."""
     with pytest.raises(ConfigError) as excinfo:
         create_app(app_config | {key: value})
 
