@@ -2,6 +2,7 @@
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import databases
 import pytest
@@ -156,3 +157,18 @@ def test_docs_page_is_html(client):
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert "openapi.json" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the document reads no table
+def test_the_document_is_written_once_when_first_read_by_several_requests(app):
+    """The document is written on first read (not in create_app): requests racing to be
+    first all get the same document, each operation and tag in it once."""
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(
+            pool.map(lambda _: app.test_client().get("/api/v1/openapi.json").data, range(4))
+        )
+    assert len(set(bodies)) == 1
+    document = json.loads(bodies[0])
+    tags = [tag["name"] for tag in document["tags"]]
+    assert len(tags) == len(set(tags))
+    assert set(document["paths"]) >= set(NODE_PATHS + BOOT_PATHS + WORKFLOW_PATHS)
