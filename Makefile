@@ -50,7 +50,7 @@ help:
 	@echo "              (make run HOST=0.0.0.0 serves the LAN: set API_TOKENS first)"
 	@echo "make test   - install test tools, run ruff and the whole pytest suite"
 	@echo "make test-fast - ruff, then tests/unit and tests/api (no real client, no extra"
-	@echo "              server process) on every core (pytest-xdist)"
+	@echo "              server or console-script process) on every core (pytest-xdist): ~2 min"
 	@echo "make test-unit - tests/unit only: pure rules, no app or database (seconds)"
 	@echo "make bench  - performance benchmarks (not part of make test)"
 	@echo "make e2e-deps - install the real clients end-to-end tests drive (Debian packages)"

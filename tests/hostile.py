@@ -1,5 +1,6 @@
 """Hostile hostnames and addresses: the cases both the schema unit tests and the API
-tests of the node fields feed in (none may reach a rendered file or the database)."""
+tests of the node fields feed in (none may reach a rendered file or the database); and the
+values given as ``?mac=``/``?token=`` to the report script, none of which may be baked in."""
 
 HOSTILE_TEXT = {
     "newline": "web-1\nreboot",
@@ -24,3 +25,18 @@ HOSTILE_IPS = {
     "zone-empty": "fe80::1%",
     "ipv4-newline": "192.0.2.1\n",
 }
+#: Not a MAC nor a token: each must be dropped from the served report script.
+HOSTILE_SCRIPT_VALUES = [
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "'; touch PWNED; '",
+    '"; touch PWNED; "',
+    "x}; touch PWNED; #",
+    "a b",
+    "line\nbreak",
+    "${HOME}",
+    "\\",
+    "x" * 129,
+    "52:54:00:5c:00:01\n",  # a well-formed value with a trailing newline
+    "token-with-a-trailing-newline\n",
+]

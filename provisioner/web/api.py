@@ -7,10 +7,12 @@ cannot drift apart.
 
 import json
 import math
+import threading
 from typing import Any
 
 from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
+from flask_smorest.spec import openapi_cli
 from marshmallow import INCLUDE
 from marshmallow import Schema
 from marshmallow import fields
@@ -152,9 +154,68 @@ class ErrorSchema(Schema):
 
 
 class ProvisionerApi(Api):
-    """Api whose error bodies follow the project envelope ``{success: false, code, message}``."""
+    """Api whose error bodies follow the project envelope ``{success: false, code, message}``.
+
+    The OpenAPI document is written when first read (``/api/v1/openapi.json``, the docs page,
+    ``flask openapi``), not while ``create_app`` registers the blueprints: documenting every
+    view was most of the factory's cost, and every CLI command and every test builds an app
+    that never serves the document. The document is the same either way.
+    """
 
     ERROR_SCHEMA = ErrorSchema
+
+    def __init__(self) -> None:
+        self._spec: Any = None
+        #: What the next read of ``spec`` documents: the spec options given to ``init_app``
+        #: and the blueprints registered since, or None once written.
+        self._undocumented: tuple[dict[str, Any], list[tuple[Any, str, Any]]] | None = None
+        self._spec_lock = threading.Lock()
+        self._writer: int | None = None
+        super().__init__()
+
+    @property
+    def spec(self) -> Any:
+        """The app's ``APISpec``, written on first use."""
+        if self._undocumented is not None and self._writer != threading.get_ident():
+            with self._spec_lock:
+                if self._undocumented is not None:
+                    self._write_spec()
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self._spec = value
+
+    def _init_spec(self, **spec_kwargs: Any) -> None:
+        self._spec = None
+        self._undocumented = (spec_kwargs, [])
+        self._app.cli.add_command(openapi_cli)
+
+    def register_blueprint(self, blp: Any, *, parameters: Any = None, **options: Any) -> None:
+        """Register the blueprint now and document its views when the spec is first read."""
+        name = options.get("name", blp.name)
+        self._app.extensions["flask-smorest"]["blp_name_to_api"][name] = self
+        self._app.register_blueprint(blp, **options)
+        if self._undocumented is None:
+            self._document(blp, name, parameters)
+        else:
+            self._undocumented[1].append((blp, name, parameters))
+
+    def _write_spec(self) -> None:
+        spec_kwargs, blueprints = self._undocumented
+        self._writer = threading.get_ident()
+        try:
+            super()._init_spec(**spec_kwargs)
+            for blp, name, parameters in blueprints:
+                self._document(blp, name, parameters)
+            self._undocumented = None
+        finally:
+            self._writer = None
+
+    def _document(self, blp: Any, name: str, parameters: Any) -> None:
+        # What flask-smorest's register_blueprint does after registering (0.47).
+        blp.register_views_in_doc(self, self._app, self._spec, name=name, parameters=parameters)
+        self._spec.tag({"name": name, "description": blp.description})
 
     def handle_http_exception(self, error: HTTPException):
         payload: dict[str, Any] = {"success": False, "code": error.code, "status": error.name}

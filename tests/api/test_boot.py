@@ -301,6 +301,7 @@ def test_other_states_boot_locally(app, client, clock, state):
 # -- bad requests -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # refused before any query
 @pytest.mark.parametrize(
     "query",
     [

@@ -1,5 +1,6 @@
-"""The ``provisioner`` command itself: its own commands only, help with examples, --version,
-and operational errors as one line (``--debug`` for the traceback)."""
+"""The ``provisioner`` command run: --version, and operational errors as one line
+(``--debug`` for the traceback). Its commands and their help (no app):
+tests/unit/test_cli_help.py."""
 
 import os
 import re
@@ -9,29 +10,12 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import main
 
 PROVISIONER_SCRIPT = Path(sys.executable).with_name("provisioner")
-PRODUCT_COMMANDS = {
-    "assets",
-    "db",
-    "events",
-    "groups",
-    "nodes",
-    "power",
-    "prune",
-    "pxe",
-    "serve",
-    "stalled",
-    "sweep",
-    "token",
-    "webhooks",
-    "workflows",
-}
 
 
 def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -49,44 +33,7 @@ def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
-def leaf_commands(group: click.Group, path: str = "") -> dict[str, click.Command]:
-    """Every runnable command under ``group``, by its full name."""
-    found: dict[str, click.Command] = {}
-    for name, command in group.commands.items():
-        if isinstance(command, click.Group):
-            found |= leaf_commands(command, f"{path}{name} ")
-        elif not command.hidden:
-            found[f"{path}{name}"] = command
-    return found
-
-
-def test_help_lists_only_the_products_commands():
-    """No Flask internals (run, shell, routes, -A/--app, -e/--env-file) in the top help."""
-    result = CliRunner().invoke(main, ["--help"])
-    assert result.exit_code == 0, result.output
-    listed = result.output.split("Commands:")[1].split("\n\n")[0]
-    names = {line.split()[0] for line in listed.splitlines() if line.startswith("  ")}
-    assert names == PRODUCT_COMMANDS
-    for internal in ("--app", "--env-file", "-A,", "-e,"):
-        assert internal not in result.output
-
-
-def test_db_offers_upgrade_current_and_check_only():
-    """Making or undoing migrations is the developers' ``flask --app provisioner db``."""
-    db_group = main.commands["db"]
-    assert isinstance(db_group, click.Group)
-    assert set(db_group.commands) == {"upgrade", "current", "check"}
-
-
-@pytest.mark.parametrize("name", sorted(leaf_commands(main)))
-def test_every_command_has_help_and_an_example(name):
-    """``provisioner ... --help`` of every command explains it and shows an example."""
-    result = CliRunner().invoke(main, [*name.split(), "--help"])
-    assert result.exit_code == 0, result.output
-    assert "Example" in result.output, result.output
-    assert "provisioner " + name in result.output.split("Example")[1]
-
-
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_version_option(tmp_path):
     """``provisioner --version`` (and ``python -m provisioner --version``) print the version."""
     expected = f"provisioner {version('provisioner')}"
@@ -115,6 +62,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *named: str) -> N
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_a_bad_database_url_in_process_is_one_line(tmp_path):
+    """The group's error handling run in-process (the console-script runs are slow-marked)."""
+    environ = {key: None for key in os.environ if key.startswith("PROVISIONER_")}
+    environ |= {"PROVISIONER_DATA_DIR": str(tmp_path), "PROVISIONER_DATABASE_URL": "not a url"}
+    result = CliRunner().invoke(main, ["db", "upgrade"], env=environ)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "DATABASE_URL" in result.output
+
+
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 @pytest.mark.parametrize(
     ("url", "named"),
     [
@@ -129,6 +87,7 @@ def test_a_bad_database_url_is_one_line(tmp_path, url, named):
     assert_one_line_error(run(tmp_path, "db", "upgrade", PROVISIONER_DATABASE_URL=url), named)
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_debug_shows_the_traceback(tmp_path):
     """``--debug`` keeps the traceback of the same error."""
     url = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
@@ -137,12 +96,14 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in result.stderr
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_an_unwritable_data_dir_is_one_line(tmp_path):
     """A DATA_DIR that cannot be created names DATA_DIR."""
     result = run(tmp_path, "nodes", "list", PROVISIONER_DATA_DIR="/proc/provisioner-data")
     assert_one_line_error(result, "DATA_DIR")
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_a_port_in_use_is_one_line(tmp_path):
     """``serve`` on a taken port names the port instead of a traceback."""
     with socket.socket() as taken:
@@ -153,6 +114,7 @@ def test_a_port_in_use_is_one_line(tmp_path):
     assert_one_line_error(result, port)
 
 
+@pytest.mark.slow  # runs `provisioner` in a subprocess (make test)
 def test_data_dir_holds_the_database_and_the_secret(tmp_path):
     """With only DATA_DIR set, the SQLite file and the secret key are written there."""
     assert run(tmp_path, "db", "upgrade").returncode == 0

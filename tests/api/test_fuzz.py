@@ -7,9 +7,8 @@ token) to every operation: no 5xx, and every response matches its documented sch
 """
 
 import json
-import os
 import string
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -28,7 +27,6 @@ from provisioner import create_app
 from provisioner.domain.events import REPORTED_TYPES
 from provisioner.domain.reports import LEGACY_STATUS
 from provisioner.extensions import db
-from provisioner.serve import upgrade_database
 
 TABLES = ("nodes", "node_tags", "node_state_logs", "node_events")
 #: Known nodes, one per state a report can act on, and the MAC of no node.
@@ -279,17 +277,12 @@ schema = served_openapi_document_schema()
 
 
 @pytest.fixture
-def api_app(app_config: dict, monkeypatch: pytest.MonkeyPatch) -> Iterator[Flask]:
+def api_app(build_app: Callable[..., Flask]) -> Flask:
     """An app that requires the operator token, with one node in each state."""
-    for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
-        monkeypatch.delenv(name)
-    application = create_app(app_config | {"API_TOKENS": [API_TOKEN], "REPORT_AUTH": "open"})
-    upgrade_database(application)
+    application = build_app(API_TOKENS=[API_TOKEN], REPORT_AUTH="open")
     seed_nodes(application)
     application.config["PROPAGATE_EXCEPTIONS"] = False  # a crash is a 500 to report
-    yield application
-    with application.app_context():
-        db.engine.dispose()
+    return application
 
 
 @schema.parametrize()

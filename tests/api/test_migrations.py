@@ -318,6 +318,7 @@ def test_column_defaults_are_aware_and_evaluated_per_row(app):
         assert abs(utcnow() - second.created_at) < timedelta(minutes=5)
 
 
+@pytest.mark.slow  # runs `provisioner db` in subprocesses
 def test_concurrent_upgrades_of_an_empty_database_all_succeed(tmp_path, empty_database_url):
     """Four ``db upgrade`` at once (workers starting together) take turns: all succeed.
 

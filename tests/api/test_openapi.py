@@ -1,6 +1,14 @@
 """The generated OpenAPI document and the interactive docs page."""
 
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import databases
 import pytest
+
+from provisioner import create_app
+from provisioner.serve import close_database
 
 NODE_PATHS = [
     "/api/v1/nodes",
@@ -28,13 +36,31 @@ SCHEMAS = [
 ]
 
 
-@pytest.fixture
-def spec(client) -> dict:
-    """The OpenAPI document as the server serves it."""
-    response = client.get("/api/v1/openapi.json")
+@pytest.fixture(scope="module")
+def served_document(tmp_path_factory: pytest.TempPathFactory, sqlite_template) -> str:
+    """The OpenAPI document as the server serves it, fetched once for this module: it depends
+    on neither the database nor any setting these tests change."""
+    database = tmp_path_factory.mktemp("openapi") / "provisioner.db"
+    databases.copy_sqlite(sqlite_template[0], database)
+    with pytest.MonkeyPatch.context() as env:
+        for name in [key for key in os.environ if key.startswith("PROVISIONER_")]:
+            env.delenv(name)
+        app = create_app(
+            {"TESTING": True, "DATABASE_URL": f"sqlite:///{database}", "REPORT_AUTH": "open"}
+        )
+    try:
+        response = app.test_client().get("/api/v1/openapi.json")
+    finally:
+        close_database(app)
     assert response.status_code == 200
     assert response.mimetype == "application/json"
-    return response.json
+    return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def spec(served_document: str) -> dict:
+    """A fresh copy of the document for each test."""
+    return json.loads(served_document)
 
 
 def test_document_is_openapi_3(spec):
@@ -124,9 +150,25 @@ def test_node_list_documents_its_filters(spec):
     assert {"state", "tag", "limit", "offset"} <= names
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # the page reads no table
 def test_docs_page_is_html(client):
     """``/api/docs`` serves the interactive documentation."""
     response = client.get("/api/docs")
     assert response.status_code == 200
     assert response.mimetype == "text/html"
     assert "openapi.json" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the document reads no table
+def test_the_document_is_written_once_when_first_read_by_several_requests(app):
+    """The document is written on first read (not in create_app): requests racing to be
+    first all get the same document, each operation and tag in it once."""
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(
+            pool.map(lambda _: app.test_client().get("/api/v1/openapi.json").data, range(4))
+        )
+    assert len(set(bodies)) == 1
+    document = json.loads(bodies[0])
+    tags = [tag["name"] for tag in document["tags"]]
+    assert len(tags) == len(set(tags))
+    assert set(document["paths"]) >= set(NODE_PATHS + BOOT_PATHS + WORKFLOW_PATHS)

@@ -49,7 +49,11 @@ def test_power_on_waits_for_the_bmc_and_prints_the_outcome(runner, tmp_path):
         assert bmc["log"].read_text().splitlines()[-1] == "power on"
 
 
-def test_bulk_by_tag_reports_each_failure_and_exits_1(runner, client):
+def test_bulk_by_tag_reports_each_failure_and_exits_1(build_app):
+    # Nothing answers on 127.0.0.1:1: a 1 s action timeout ends each attempt (ipmitool's
+    # own retries would take ~10 s).
+    app = build_app(POWER_TIMEOUT_SECONDS=1)
+    runner, client = app.test_cli_runner(), app.test_client()
     for index in range(3):
         mac = f"52:54:00:dd:01:0{index}"
         node = client.post("/api/v1/nodes", json={"mac_address": mac, "tags": ["rack9"]}).json

@@ -225,8 +225,17 @@ def refusal_request(name: str, token: str) -> dict:
     return kwargs
 
 
-@pytest.mark.parametrize("name", list(REFUSALS))
-@pytest.mark.parametrize("event", ["install_complete", "install_failed", "heartbeat"])
+#: Every way to send no or a wrong token with an event that moves the node, and each kind
+#: of write (a move, a counted failure, a log-only event written with plain statements) with
+#: one of them: the token is checked before the report takes either path.
+REFUSED_REPORTS = [(name, "install_complete") for name in REFUSALS] + [
+    ("wrong-bearer", "install_failed"),
+    ("missing", "heartbeat"),
+    ("token-hash", "heartbeat"),
+]
+
+
+@pytest.mark.parametrize(("name", "event"), REFUSED_REPORTS)
 def test_wrong_or_missing_token_is_401_writes_nothing_and_is_counted(
     client, clock, installing, snapshot, name, event
 ):
