@@ -24,10 +24,11 @@ import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
-from typing import Self
+
+from loopbackhttp import LoopbackHTTPServer
+from loopbackhttp import forward
 
 ARCHIVE_HOSTS = frozenset({"deb.debian.org", "security.debian.org"})
-HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "transfer-encoding"})
 #: Index files (dists/) change; a cached copy older than this is fetched again.
 INDEX_MAX_AGE_SECONDS = 6 * 60 * 60
 
@@ -39,7 +40,7 @@ def default_cache_dir() -> Path:
     return Path.home() / ".cache" / "provisioner-e2e" / "debian-archive"
 
 
-class ArchiveCache:
+class ArchiveCache(LoopbackHTTPServer):
     """The proxy on a free loopback port; counts hits and misses."""
 
     def __init__(self, cache_dir: Path | None = None, local: dict[str, int] | None = None) -> None:
@@ -53,13 +54,7 @@ class ArchiveCache:
         self.refused: list[str] = []
         self.failures: list[tuple[str, int]] = []  # (URL, status) the archive did not give
         self._lock = threading.Lock()
-        handler = type("Handler", (_CacheHandler,), {"cache": self})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        super().__init__(type("Handler", (_CacheHandler,), {"cache": self}))
 
     def path_for(self, url: str) -> Path:
         parsed = urllib.parse.urlsplit(url)
@@ -101,15 +96,6 @@ class ArchiveCache:
                 self.hits += 1
             else:
                 self.misses += 1
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
 
 class _CacheHandler(http.server.BaseHTTPRequestHandler):
@@ -158,24 +144,7 @@ class _CacheHandler(http.server.BaseHTTPRequestHandler):
     def _pass_through(self, port: int) -> None:
         parsed = urllib.parse.urlsplit(self.path)
         target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        upstream = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        try:
-            upstream.request(self.command, target, body=body, headers=headers)
-            response = upstream.getresponse()
-            payload = response.read()
-        finally:
-            upstream.close()
-        self.send_response(response.status)
-        for key, value in response.getheaders():
-            if key.lower() not in HOP_BY_HOP | {"content-length"}:
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
+        forward(self, port, target, timeout=120)
 
     def _status_only(self, status: int) -> None:
         self.send_response(status)

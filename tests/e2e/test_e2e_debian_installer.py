@@ -35,6 +35,8 @@ from typing import Self
 import pytest
 import yaml
 from archivecache import ArchiveCache
+from loopbackhttp import LoopbackHTTPServer
+from loopbackhttp import forward
 from paths import EXAMPLE_WORKFLOWS
 from serverproc import ServerProcess
 from serverproc import free_port
@@ -91,20 +93,14 @@ def debian_installer() -> dict[str, bytes]:
 # -- a recording proxy in front of the server -----------------------------------------------
 
 
-class RecordingProxy:
+class RecordingProxy(LoopbackHTTPServer):
     """An HTTP proxy on loopback to ``provisioner serve``; records each request's path."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.requests: list[tuple[str, str, str]] = []  # (method, path, User-Agent)
         self._lock = threading.Lock()
-        handler = type("Handler", (_ProxyHandler,), {"proxy": self})
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        super().__init__(type("Handler", (_ProxyHandler,), {"proxy": self}))
 
     def record(self, method: str, path: str, user_agent: str) -> None:
         with self._lock:
@@ -116,15 +112,6 @@ class RecordingProxy:
             paths = [urllib.parse.unquote(path) for _, path, _ in self.requests]
         return [path for path in paths if re.search(pattern, path)]
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     proxy: RecordingProxy
@@ -132,25 +119,7 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _forward(self) -> None:
         self.proxy.record(self.command, self.path, self.headers.get("User-Agent", ""))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-        upstream = http.client.HTTPConnection("127.0.0.1", self.proxy.target_port, timeout=30)
-        try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            response = upstream.getresponse()
-            payload = response.read()
-        finally:
-            upstream.close()
-        self.send_response(response.status)
-        for key, value in response.getheaders():
-            if key.lower() not in ("connection", "transfer-encoding", "content-length"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(payload)
-        self.close_connection = True
+        forward(self, self.proxy.target_port, self.path, close=True)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_HEAD = _forward
 

@@ -42,6 +42,7 @@ from typing import Any
 from typing import Self
 
 import pytest
+from loopbackhttp import LoopbackHTTPServer
 from paths import TESTS_DIR
 from serverproc import ServerProcess
 from serverproc import free_port
@@ -128,20 +129,14 @@ def qemu() -> str:
 # -- the file server the installer's kernel and initrd come from ---------------------------
 
 
-class FileServer:
+class FileServer(LoopbackHTTPServer):
     """A tiny HTTP server on loopback serving fixed files; records what was asked for."""
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = files
         self.requests: list[tuple[str, str]] = []  # (path, User-Agent)
         self._lock = threading.Lock()
-        handler = functools.partial(_FileHandler, self)
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        super().__init__(functools.partial(_FileHandler, self))
 
     def url_from_guest(self, path: str) -> str:
         return f"http://{HOST_FROM_GUEST}:{self.port}{path}"
@@ -154,15 +149,6 @@ class FileServer:
         """The paths requested so far, in order."""
         with self._lock:
             return [path for path, _ in self.requests]
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
 
 class _FileHandler(http.server.BaseHTTPRequestHandler):
