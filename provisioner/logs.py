@@ -79,17 +79,16 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class BatchingStreamHandler(logging.StreamHandler):
-    """A ``StreamHandler`` that, when lines come fast, writes those below WARNING together,
-    at most ``FLUSH_SECONDS`` after the first of them, from a thread of its own.
+    """A ``StreamHandler`` that writes lines below WARNING together, at most ``FLUSH_SECONDS``
+    after the first of them, from a thread of its own.
 
     A ``StreamHandler`` writes and flushes each record: with a line per boot, that was a
     ``write`` per request, made while the request thread gave up the GIL to its 15 neighbours,
     and cost about a seventh of a boot's CPU under load (measured with ``bench http``).
-    Here a line is written at once only if the last write is ``FLUSH_SECONDS`` old (a quiet
-    server logs as before); otherwise a request thread only formats its line and appends
-    it. A WARNING or worse is written at once, after the lines before it, so a failure is
-    never waiting in memory and the order of lines is kept. Whatever is left is written by
-    ``flush`` and ``close``, which ``logging.shutdown`` calls at exit (a SIGKILL loses it).
+    Here a request thread only formats its line and appends it. A WARNING or worse is
+    written at once, after the lines before it, so a failure is never waiting in memory
+    and the order of lines is kept. Whatever is left is written by ``flush`` and ``close``,
+    which ``logging.shutdown`` calls at exit.
     """
 
     def __init__(self, stream: object = None, interval: float = FLUSH_SECONDS) -> None:
@@ -98,7 +97,6 @@ class BatchingStreamHandler(logging.StreamHandler):
         self._pending: list[str] = []
         self._wake = threading.Event()
         self._writer_pid: int | None = None  # the process whose writer thread runs
-        self._last_write = -interval
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue ``record``'s line; write the queue now for a WARNING or worse.
@@ -111,10 +109,7 @@ class BatchingStreamHandler(logging.StreamHandler):
             self.handleError(record)
             return
         self._pending.append(line)
-        if (
-            record.levelno >= logging.WARNING
-            or time.monotonic() - self._last_write >= self.interval
-        ):
+        if record.levelno >= logging.WARNING:
             self._write_pending(record)
         elif len(self._pending) == 1:
             self._start_writer()
@@ -139,7 +134,6 @@ class BatchingStreamHandler(logging.StreamHandler):
             return
         text = "".join(self._pending)
         self._pending.clear()
-        self._last_write = time.monotonic()
         try:
             self.stream.write(text)
             if hasattr(self.stream, "flush"):

@@ -299,8 +299,6 @@ def serve(
         # first: frozen, it would never be freed.
         gc.collect()
         gc.freeze()
-        for handler in logging.getLogger().handlers:
-            handler.flush()  # start-up's lines are written before the first request is read
         server.run()
     except KeyboardInterrupt:
         pass
