@@ -7,10 +7,8 @@ report and install-config URLs, ``/seed/<token>/`` of cloud-init's seed).
 
 import json
 import logging
-import os
 import re
 import sys
-import threading
 import time
 from datetime import UTC
 from datetime import datetime
@@ -30,10 +28,6 @@ SECRET_PARAMETER = re.compile(r"token|secret|password|passwd|key|auth|signature"
 REDACTED = "REDACTED"
 #: ``LogRecord`` attributes every record has; anything else was passed as ``extra``.
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-#: How long a line below WARNING may wait in ``BatchingStreamHandler`` before it is written.
-FLUSH_SECONDS = 0.1
 
 
 class UtcFormatter(logging.Formatter):
@@ -61,113 +55,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-#: The last second stamped and its text (one tuple, so threads read a matching pair).
-_second_stamp: tuple[int, str] = (-1, "")
-
-
 def _timestamp(record: logging.LogRecord) -> str:
-    """``record.created`` as ``YYYY-MM-DDTHH:MM:SS.mmmZ``; the text of the second is kept, as
-    one server logs many lines a second (a line per boot)."""
-    global _second_stamp
-    second = int(record.created)
-    cached_second, text = _second_stamp
-    if second != cached_second:
-        moment = datetime.fromtimestamp(second, UTC)
-        text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-        _second_stamp = (second, text)
-    return f"{text}.{int(record.msecs):03d}Z"
-
-
-class BatchingStreamHandler(logging.StreamHandler):
-    """A ``StreamHandler`` that writes lines below WARNING together, at most ``FLUSH_SECONDS``
-    after the first of them, from a thread of its own.
-
-    A ``StreamHandler`` writes and flushes each record: with a line per boot, that was a
-    ``write`` per request, made while the request thread gave up the GIL to its 15 neighbours,
-    and cost about a seventh of a boot's CPU under load (measured with ``bench http``).
-    Here a request thread only formats its line and appends it. A WARNING or worse is
-    written at once, after the lines before it, so a failure is never waiting in memory
-    and the order of lines is kept. Whatever is left is written by ``flush`` and ``close``,
-    which ``logging.shutdown`` calls at exit.
-    """
-
-    def __init__(self, stream: object = None, interval: float = FLUSH_SECONDS) -> None:
-        super().__init__(stream)  # type: ignore[arg-type]
-        self.interval = interval
-        self._pending: list[str] = []
-        self._wake = threading.Event()
-        self._writer_pid: int | None = None  # the process whose writer thread runs
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Queue ``record``'s line; write the queue now for a WARNING or worse.
-
-        ``Handler.handle`` calls this holding the handler's lock.
-        """
-        try:
-            line = self.format(record) + self.terminator
-        except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
-            self.handleError(record)
-            return
-        self._pending.append(line)
-        if record.levelno >= logging.WARNING:
-            self._write_pending(record)
-        elif len(self._pending) == 1:
-            self._start_writer()
-            self._wake.set()
-
-    def flush(self) -> None:
-        """Write the queued lines and flush the stream."""
-        self.acquire()
-        try:
-            self._write_pending()
-        finally:
-            self.release()
-
-    def close(self) -> None:
-        """Write the queued lines, then close as a ``StreamHandler`` does."""
-        self.flush()
-        super().close()
-
-    def _write_pending(self, record: logging.LogRecord | None = None) -> None:
-        """Write and flush the queued lines (the caller holds the lock)."""
-        if not self._pending:
-            return
-        text = "".join(self._pending)
-        self._pending.clear()
-        try:
-            self.stream.write(text)
-            if hasattr(self.stream, "flush"):
-                self.stream.flush()
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - as StreamHandler.emit
-            if record is not None:
-                self.handleError(record)
-
-    def _start_writer(self) -> None:
-        pid = os.getpid()
-        if self._writer_pid == pid:
-            return
-        self._writer_pid = pid  # a forked child starts its own writer
-        thread = threading.Thread(target=self._write_loop, name="log-writer", daemon=True)
-        thread.start()
-
-    def _write_loop(self) -> None:
-        while True:
-            self._wake.wait()
-            # Gather what the next moment brings into the same write.
-            time.sleep(self.interval)
-            self.acquire()
-            try:
-                self._wake.clear()
-                self._write_pending()
-            finally:
-                self.release()
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def configure_logging(level: str, fmt: str) -> None:
     """Send every log record to stderr in ``fmt`` ("text" or "json"), replacing any handler."""
-    handler = BatchingStreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else UtcFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
