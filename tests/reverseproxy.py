@@ -21,7 +21,10 @@ from typing import Self
 STARTUP_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 10.0
 
-CONFIG = """\
+#: The start of an nginx config that runs as a test's child: in the foreground, one
+#: process, with its pid file, logs and temp paths under ``{dir}``; the ``http`` block is
+#: left open for the server blocks after it.
+PREAMBLE = """\
 daemon off;
 master_process off;
 pid {dir}/nginx.pid;
@@ -34,6 +37,11 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
+"""
+
+CONFIG = (
+    PREAMBLE
+    + """\
     server {{
 {listen}
         location / {{
@@ -45,6 +53,7 @@ http {{
     }}
 }}
 """
+)
 
 
 def nginx_binary() -> str | None:

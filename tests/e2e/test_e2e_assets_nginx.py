@@ -7,25 +7,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from reverseproxy import PREAMBLE
 from reverseproxy import Nginx
 from reverseproxy import nginx_binary
 from serverproc import start_server
 
 pytestmark = pytest.mark.e2e
 
-CONFIG = """\
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
+CONFIG = (
+    PREAMBLE
+    + """\
     sendfile on;
     server {{
         listen 127.0.0.1:{port};
@@ -41,6 +32,7 @@ http {{
     }}
 }}
 """
+)
 
 
 class AssetNginx(Nginx):
