@@ -1,5 +1,6 @@
 """Running the server: migrate, start background jobs, serve with waitress, stop cleanly."""
 
+import functools
 import gc
 import json
 import logging
@@ -24,6 +25,7 @@ from provisioner.assets.sender import AssetSender
 from provisioner.assets.sender import DroppedAnswerFilter
 from provisioner.assets.sender import HandoffTask
 from provisioner.extensions import db
+from provisioner.logs import batch_while
 from provisioner.logs import configure_logging
 from provisioner.pxe.dnsmasq_conf import PxeError
 from provisioner.pxe.supervisor import start_pxe
@@ -208,15 +210,23 @@ def accept_in_batches(listener: BaseWSGIServer) -> None:
     listener.handle_accept = handle_accept  # type: ignore[method-assign]
 
 
+def others_connected(listeners: list[BaseWSGIServer]) -> bool:
+    """Whether more than one connection is open: a client alone with the server (an
+    installer, a test) finds each log line written before its answer."""
+    return sum(len(listener.active_channels) for listener in listeners) > 1
+
+
 def create_server(app: Flask, **adjustments: Any) -> Any:
     """A waitress server for ``app`` whose own error answers are JSON, like the app's, and
-    that accepts waiting connections in batches."""
+    that accepts waiting connections in batches; while other clients are connected, the log
+    writes its lines in batches (``logs.BusyBatchingHandler``)."""
     dispatchers: dict = {}
     server = waitress.create_server(app, map=dispatchers, **adjustments)
-    for dispatcher in dispatchers.values():
-        if isinstance(dispatcher, BaseWSGIServer):  # one per listening socket
-            dispatcher.channel_class = JsonErrorChannel
-            accept_in_batches(dispatcher)
+    listeners = [each for each in dispatchers.values() if isinstance(each, BaseWSGIServer)]
+    for listener in listeners:  # one per listening socket
+        listener.channel_class = JsonErrorChannel
+        accept_in_batches(listener)
+    batch_while(functools.partial(others_connected, listeners))
     return server
 
 

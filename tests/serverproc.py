@@ -264,6 +264,16 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        """The log, once ``text`` is in it (waiting up to ``timeout`` s). The server writes a
+        line logged during a request before the answer, unless other clients' requests were
+        in flight then (``logs.RequestBatchingHandler``): then up to 0.1 s later."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_text()):
+            assert time.monotonic() < deadline, f"{text!r} not logged: {log[-LOG_TAIL_CHARS:]}"
+            time.sleep(0.05)  # polling the log file, not timing the server
+        return log
+
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         return self.log_text()[-chars:]
 

@@ -1,5 +1,8 @@
-"""The waitress server ``serve`` builds: it accepts waiting connections in batches."""
+"""The waitress server ``serve`` builds: it accepts waiting connections in batches, and its
+log batches lines while its threads are busy."""
 
+import io
+import logging
 import socket
 from contextlib import ExitStack
 
@@ -7,6 +10,7 @@ from flask import Flask
 from waitress import wasyncore
 from waitress.server import BaseWSGIServer
 
+from provisioner.logs import BusyBatchingHandler
 from provisioner.serve import ACCEPTS_PER_TURN
 from provisioner.serve import create_server
 
@@ -48,3 +52,19 @@ def test_accepting_stops_at_the_connection_limit():
         listener.handle_accept()
 
         assert len(listener.active_channels) == 3
+
+
+def test_the_log_batches_while_other_clients_are_connected(monkeypatch):
+    handler = BusyBatchingHandler(io.StringIO())
+    monkeypatch.setattr(logging.getLogger(), "handlers", [handler])
+    with socket.create_server(("127.0.0.1", 0)) as sock, ExitStack() as stack:
+        server = create_server(Flask(__name__), sockets=[sock], threads=1, asyncore_use_poll=True)
+        listener = listener_of(server, stack)
+        assert not handler.busy()  # nobody connected: each line at once
+        stack.enter_context(socket.create_connection(sock.getsockname()))
+        listener.handle_accept()
+        assert not handler.busy()  # a client alone: its lines at once
+        stack.enter_context(socket.create_connection(sock.getsockname()))
+        listener.handle_accept()
+        assert len(listener.active_channels) == 2
+        assert handler.busy()
