@@ -171,6 +171,12 @@ def configure_logging(level: str, fmt: str) -> None:
     handler = BusyBatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else UtcFormatter(TEXT_FORMAT))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # No line shows where it was logged from, nor the thread or process (the logging HOWTO's
+    # "Optimization"): each record would look them up (a stack walk, for the caller).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def batch_while(busy: Callable[[], bool]) -> None:
