@@ -19,6 +19,7 @@ import itertools
 import json
 import os
 import queue
+import resource
 import selectors
 import signal
 import socket
@@ -268,7 +269,12 @@ class Reporter:
         self._lock = threading.Lock()
 
     def __call__(self, transfer: Transfer, sent: Sent) -> None:
-        message = encode_result(transfer.ident, sent, transfer.note)
+        """Report ``transfer`` (``SendingLoop``'s ``finished``)."""
+        self.send(transfer.ident, sent, transfer.note)
+
+    def send(self, ident: int, sent: Sent, note: str) -> None:
+        """Report what answer ``ident`` sent."""
+        message = encode_result(ident, sent, note)
         with self._lock:
             try:
                 self._control.sendmsg([message], [], socket.MSG_NOSIGNAL)
@@ -304,11 +310,13 @@ def run(
             for fd in fds:
                 os.close(fd)
             break
-        if len(fds) != 2:  # never sent so: drop it
+        ident, pieces, file_bytes, keep = decode_answer(data)
+        if len(fds) != 2:  # out of descriptors (the kernel dropped them): cut off
             for fd in fds:
                 os.close(fd)
+            note = "not sent: the sender process is out of descriptors"
+            report.send(ident, Sent(0, 0.0, complete=False), note)
             continue
-        ident, pieces, file_bytes, keep = decode_answer(data)
         sock = socket.socket(fileno=fds[0])
         transfer = Transfer(ident, sock, fds[1], pieces, file_bytes, keep)
         sending[next(turn) % len(sending)].add(transfer)
@@ -327,8 +335,18 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(cpu) for cpu in cpus.split(",")})
+    _raise_open_file_limit()
     control = socket.socket(fileno=int(fd))
     run(control, int(loops), float(send_timeout), float(sweep), parent=os.getppid())
+
+
+def _raise_open_file_limit() -> None:
+    """Two descriptors per answer under way (connection and file), where the server needs
+    one per connection: take the hard limit, which an unprivileged process may."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 if __name__ == "__main__":

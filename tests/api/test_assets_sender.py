@@ -252,3 +252,25 @@ def test_messages_carry_bytes_and_slices_unchanged() -> None:
     sent = Sent(123, 0.5, complete=False)
     note = "client gone: [Errno 104] Connection reset by peer"
     assert sendloop.decode_result(sendloop.encode_result(9, sent, note)) == (9, sent, note)
+
+
+def test_an_answer_that_came_without_its_descriptors_is_reported_cut_off() -> None:
+    """The kernel drops passed descriptors the receiver has no room for: the sender
+    process then reports the answer as not sent (so the server records it and lets go of
+    the connection), and goes on; it stops when the server closes its end."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    running = threading.Thread(target=sendloop.run, args=(theirs, 1))
+    running.start()
+    try:
+        assert ours.recv(100) == sendloop.READY
+        client, peer = socket.socketpair()
+        with client, peer:
+            message = sendloop.encode_answer(5, b"HTTP/1.1 200 OK\r\n\r\n", [(0, 10)], 10, False)
+            socket.send_fds(ours, [message], [peer.fileno()])  # the file is missing
+            ident, sent, note = sendloop.decode_result(ours.recv(sendloop.MESSAGE_BYTES))
+        assert ident == 5 and sent == Sent(0, 0.0, complete=False) and "descriptors" in note
+    finally:
+        ours.shutdown(socket.SHUT_WR)
+        running.join(WAIT)
+        ours.close()
+    assert not running.is_alive()
