@@ -8,11 +8,18 @@ hands it to the ``AssetSender``, which passes the connection and the open file
 (``SCM_RIGHTS``), with the head and the pieces of the body, to a sender process
 (``sendloop``). Its sending loops write the head and let the kernel copy the file to each
 socket as it becomes writable (non-blocking ``os.sendfile``, as nginx does: one system
-call per few MB). The process has a GIL of its own and the whole of its CPU share: sending
-threads inside the server took the GIL back after every ``sendfile`` from request threads
-that were busy, and the kernel's work for each transfer (on loopback, the receiving side's
-too) counted against the server's own share of the machine, so reports beside the
-downloads ran at 0.57-0.67 x their rate beside nginx's (docs/performance.md).
+call per few MB).
+
+Why a process: it has a GIL of its own. Sending threads inside the server took the GIL
+back after every ``sendfile`` call, several hundred times a second, from request threads
+that were busy with reports (CPU-bound Python and a SQLite writer): each take forced a
+hand-over, and reports beside the downloads ran at 0.57-0.67 x their rate beside nginx's
+downloads. The process stays in the server's session (so in its scheduling autogroup: the
+kernel's work for the transfers still counts against the server's share of the machine,
+as it did with threads); only the GIL is no longer shared, and reports beside it ran at
+0.89-1.21 x. Started in a session of its own (nginx's placement) it did worse in the one
+run tried (reports 0.83 x, boots 0.77 x), so it was not kept (docs/performance.md,
+"bench assets").
 
 When an answer is over the process reports what it sent, and a thread of the server
 (``_Child``'s reader) records the download (``done``). A connection the client wants kept
