@@ -21,8 +21,8 @@ as it did with threads); only the GIL is no longer shared, and reports beside it
 run tried (reports 0.83 x, boots 0.77 x), so it was not kept (docs/performance.md,
 "bench assets").
 
-When an answer is over the process reports what it sent, and a thread of the server
-(``_Child``'s reader) records the download (``done``). A connection the client wants kept
+When an answer is over the process reports what it sent, and the server records the
+download (``done``, on a thread of its own). A connection the client wants kept
 alive (HTTP/1.1 without ``Connection: close``, as iPXE and curl send) stays open through
 the server's own descriptor of it: after a whole answer the process uncorks it and closes
 only its copy, and the server gives it back to waitress (``return_to_waitress``: a new
@@ -49,6 +49,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field
 from email.utils import formatdate
@@ -89,7 +90,7 @@ STARTUP_TIMEOUT_SECONDS = 30
 STOP_TIMEOUT_SECONDS = 5
 
 
-#: Called with what was sent once an answer is over (from the sender's reader thread).
+#: Called with what was sent once an answer is over (from the recording thread).
 Done = Callable[[Sent], None]
 #: Takes back a connection whose answer went out whole, to read the client's next request.
 GiveBack = Callable[[socket.socket], None]
@@ -147,6 +148,8 @@ class AssetSender:
         self._lock = threading.Lock()
         self._stopping = False
         self._child: _Child | None = None
+        # Events are written here, so that no kept connection waits for the one before.
+        self.records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asset-records")
         with self._lock:
             self._running()
 
@@ -222,6 +225,7 @@ class AssetSender:
             child = self._child
         if child is not None:
             child.stop()
+        self.records.shutdown(wait=True)
 
 
 class _Child:
@@ -316,7 +320,10 @@ class _Child:
                 hand_back(pending.sock, pending.give_back)
             else:
                 close_gently(pending.sock)
-        _record(pending.path, pending.done, sent)
+        try:
+            self.owner.records.submit(_record, pending.path, pending.done, sent)
+        except RuntimeError:  # stopped (this reader outlived its wait): record it here
+            _record(pending.path, pending.done, sent)
 
     def stop(self) -> None:
         """Close the control socket's sending side: the process cuts off what it has,
