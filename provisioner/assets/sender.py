@@ -297,17 +297,17 @@ class _Child:
                 pending = self.pending.pop(ident, None)
             if pending is not None:
                 self._over(pending, sent, note)
-        with self.owner._lock:
+        code = self.process.wait()  # it closed its end: it has exited, or is killed
+        with self.owner._lock:  # said before a new process can take the next answer
             self.gone = True
             left, self.pending = list(self.pending.values()), {}
-        code = self.process.wait()
-        if left or not self.owner._stopping:
-            log.warning(
-                "asset sender process %d exited (code %s); %d download(s) cut off",
-                self.process.pid,
-                code,
-                len(left),
-            )
+            if left or not self.owner._stopping:
+                log.warning(
+                    "asset sender process %d exited (code %s); %d download(s) cut off",
+                    self.process.pid,
+                    code,
+                    len(left),
+                )
         for pending in left:
             self._over(pending, Sent(0, time.monotonic() - pending.started, False), "")
         self.control.close()

@@ -116,4 +116,7 @@ def test_a_killed_sender_process_is_replaced_on_the_next_download(tmp_path, asse
         status, _, body = server.get("/assets/initrd.img")
         assert status == 200 and body == DATA
         assert sender_of(server.pid) != first
-        assert "asset sender process" in server.log_text()
+        deadline = time.monotonic() + DEADLINE_SECONDS  # the log may be written later
+        while f"asset sender process {first}" not in server.log_text():
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.05)
