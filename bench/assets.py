@@ -15,7 +15,7 @@ services would be). Each round:
 
 Which server goes first alternates from round to round. A figure is the median of the
 rounds', a ratio the median of the rounds' ratios (each round's ratio is reported too).
-Peak RSS is provisioner's VmHWM at the end.
+Peak RSS is provisioner's VmHWM at the end, and its sender process's apart.
 """
 
 import os
@@ -281,6 +281,8 @@ def run(workdir: Path) -> dict:
                         rounds.setdefault(f"{kind}_beside_{name}", []).append(figures)
             load_per_round.append(round(os.getloadavg()[0], 1))
         peak = peak_rss_mb(server.pid)
+        # serve's own children: its asset sender process (assets.sendloop)
+        sender_peak = sum(peak_rss_mb(pid) for pid in tree_pids(server.pid)[1:])
     figures: dict = {}
     ratios: dict = {}
     for clients in CLIENTS:
@@ -312,6 +314,7 @@ def run(workdir: Path) -> dict:
             ours_rounds, theirs_rounds, "rps"
         )
     figures["provisioner_peak_rss_mb"] = peak
+    figures["provisioner_sender_peak_rss_mb"] = round(sender_peak, 1)
     figures["file_mb"] = FILE_MB
     figures["load_average_before_after"] = [
         [round(x, 2) for x in load_before],

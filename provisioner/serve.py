@@ -231,7 +231,7 @@ def create_server(app: Flask, **adjustments: Any) -> Any:
 
 
 def start_asset_sender(app: Flask) -> AssetSender:
-    """The threads that send ``/assets`` bodies with ``os.sendfile`` (``assets.sender``)."""
+    """The process that sends ``/assets`` bodies with ``os.sendfile`` (``assets.sender``)."""
     sender = AssetSender(f"provisioner/{VERSION}")
     app.extensions[SENDER_KEY] = sender
     logging.getLogger("waitress").addFilter(DroppedAnswerFilter())
@@ -267,6 +267,13 @@ def serve(
     cpu = pin_to_one_cpu(cpu_index) if pin_cpu else None
     connections = raise_open_file_limit(connection_limit)
     pxe_server = _start_pxe(app, host, port) if pxe else None
+    try:
+        sender = start_asset_sender(app)
+    except OSError as exc:
+        if pxe_server is not None:
+            pxe_server.stop()
+        close_database(app)
+        raise ServeError(str(exc)) from None
     print(
         f"provisioner: serving on http://{host}:{port}/ "
         f"(database {describe_database(app)}, workflows {app.config['WORKFLOWS_DIR']}"
@@ -283,7 +290,6 @@ def serve(
     for warning in startup_warnings(app):
         log.warning("%s", warning)
     _stop_on_sigterm()
-    sender = start_asset_sender(app)
     start_scheduler(app)
     try:
         server = create_server(

@@ -1,22 +1,40 @@
-"""Sending asset bodies with ``os.sendfile`` from a thread of their own.
+"""Sending asset bodies with ``os.sendfile`` from a process of its own.
 
 waitress sends a WSGI body from its one I/O thread, a chunk per loop turn, in Python: a
 rack pulling initrds then competes for the GIL with every boot and report. Under
 ``provisioner serve`` the ``/assets`` view answers the request (path, conditions, ranges)
 as any view does, then takes the connection away from waitress (``detach_socket``) and
-hands it to the ``AssetSender``, whose one thread writes the head and lets the kernel copy
-the file to each socket as it becomes writable (non-blocking ``os.sendfile``, as nginx
-does: one system call per few MB, the GIL released during each). Once the whole answer is
-sent, a connection the client wants kept alive (HTTP/1.1 without ``Connection: close``,
-as iPXE and curl send) goes back to waitress (``return_to_waitress``: a new channel on the
-same socket), which reads the next request from it as from any connection; iPXE fetches
-the kernel and then the initrd that way. Otherwise the head says ``Connection: close``
-and the sender closes the connection, as it does after an answer that was cut off.
+hands it to the ``AssetSender``, which passes the connection and the open file
+(``SCM_RIGHTS``), with the head and the pieces of the body, to a sender process
+(``sendloop``). Its sending loops write the head and let the kernel copy the file to each
+socket as it becomes writable (non-blocking ``os.sendfile``, as nginx does: one system
+call per few MB).
 
-A thread per download with blocking ``sendfile`` was tried first: it needs no GIL at all
-during a transfer, but every socket's wait for buffer space is then a thread wake-up of
-its own; the loops are nginx's design. ``bench assets`` compares both with nginx
-(docs/performance.md).
+Why a process: it has a GIL of its own. Sending threads inside the server took the GIL
+back after every ``sendfile`` call, several hundred times a second, from request threads
+that were busy with reports (CPU-bound Python and a SQLite writer): each take forced a
+hand-over, and reports beside the downloads ran at 0.57-0.67 x their rate beside nginx's
+downloads. The process stays in the server's session (so in its scheduling autogroup: the
+kernel's work for the transfers still counts against the server's share of the machine,
+as it did with threads); only the GIL is no longer shared, and reports beside it ran at
+0.89-1.21 x. Started in a session of its own (nginx's placement) it did worse in the one
+run tried (reports 0.83 x, boots 0.77 x), so it was not kept (docs/performance.md,
+"bench assets").
+
+When an answer is over the process reports what it sent, and the server records the
+download (``done``, on a thread of its own). A connection the client wants kept
+alive (HTTP/1.1 without ``Connection: close``, as iPXE and curl send) stays open through
+the server's own descriptor of it: after a whole answer the process uncorks it and closes
+only its copy, and the server gives it back to waitress (``return_to_waitress``: a new
+channel on the same socket), which reads the next request from it as from any connection;
+iPXE fetches the kernel and then the initrd that way. Otherwise the head says
+``Connection: close`` and the process closes the connection, as it does after an answer
+that was cut off.
+
+The process is started with the server (``start_asset_sender``) and stops when the server
+closes its end of the control socket (answers under way are cut off and recorded as such)
+or dies. If it dies first, the answers it had are recorded as cut off and the next
+download starts a new one.
 """
 
 import contextlib
@@ -24,14 +42,16 @@ import functools
 import itertools
 import logging
 import os
-import queue
-import selectors
 import socket
+import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from dataclasses import field
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -39,39 +59,35 @@ from typing import Any
 from waitress.channel import HTTPChannel
 from waitress.task import WSGITask
 
+from provisioner.assets import sendloop
 from provisioner.assets.files import OpenAsset
 from provisioner.assets.http import Plan
-from provisioner.assets.http import Slice
+from provisioner.assets.sendloop import SEND_TIMEOUT_SECONDS
+from provisioner.assets.sendloop import SWEEP_SECONDS
+from provisioner.assets.sendloop import Sent
+from provisioner.assets.sendloop import close_gently
+
+__all__ = ["SEND_TIMEOUT_SECONDS", "SWEEP_SECONDS", "AssetSender", "Sent", "close_gently"]
 
 log = logging.getLogger(__name__)
 
 #: The CPUs this process may use, read before ``serve`` pins it to one (``pin_to_one_cpu``):
-#: pinning keeps GIL hand-overs on one core, and sender threads hardly take the GIL, while
-#: the kernel's copying for them is the most work there is to spread.
+#: the sender process runs on all of them.
 ALLOWED_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
 
 #: WSGI environ key of the callable that detaches the request's connection from waitress.
 HANDOFF_KEY = "provisioner.assets.detach"
-#: A client that takes no data for this long is dropped.
-SEND_TIMEOUT_SECONDS = 60
-#: Largest single ``os.sendfile`` call (a socket takes at most its send buffer, 4 MiB).
-SENDFILE_SLICE = 4 << 20
-TCP_CORK = getattr(socket, "TCP_CORK", 3)
-#: Sending loops at most (one per CPU up to this).
+TCP_CORK = sendloop.TCP_CORK
+#: Sending loops in the sender process at most (one per CPU up to this).
 MAX_LOOPS = 4
-#: How often transfers that made no progress for ``SEND_TIMEOUT_SECONDS`` are dropped.
-SWEEP_SECONDS = 5
 #: How long a request thread waits for waitress's I/O thread to let go of a connection.
 DETACH_TIMEOUT_SECONDS = 10
-
-
-@dataclass(frozen=True)
-class Sent:
-    """What one answer sent: file bytes of the body, seconds taken, and whether all went."""
-
-    file_bytes: int
-    seconds: float
-    complete: bool
+#: How long handing an answer to the sender process may block (it reads them at once).
+HANDOFF_TIMEOUT_SECONDS = 10
+#: How long a new sender process may take to say it is ready.
+STARTUP_TIMEOUT_SECONDS = 30
+#: How long ``shutdown`` waits for the sender process to report and exit.
+STOP_TIMEOUT_SECONDS = 5
 
 
 #: Called with what was sent once an answer is over (from the recording thread).
@@ -98,80 +114,50 @@ def head_bytes(plan: Plan, server: str, keep_alive: bool = False) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-class Transfer:
-    """One answer being sent: its pieces, where it is in them, and what it has sent."""
+@dataclass
+class _Pending:
+    """An answer the sender process has: what to record, and the kept connection."""
 
-    def __init__(
-        self,
-        sock: socket.socket,
-        asset: OpenAsset,
-        plan: Plan,
-        head: bytes,
-        done: Done,
-        give_back: GiveBack | None = None,
-    ) -> None:
-        self.sock = sock
-        self.asset = asset
-        self.plan = plan
-        self.done = done
-        self.give_back = give_back
-        self.pieces: list[bytes | Slice] = [head, *plan.body]
-        self.offset = 0  # into pieces[0]
-        self.file_bytes = 0
-        self.started = self.last_progress = time.monotonic()
-
-    def step(self) -> bool:
-        """Send what the socket takes now; ``True`` once everything is sent."""
-        while self.pieces:
-            piece = self.pieces[0]
-            if isinstance(piece, bytes):
-                count = self.sock.send(piece[self.offset :])
-                left = len(piece) - self.offset - count
-            else:
-                count = os.sendfile(
-                    self.sock.fileno(),
-                    self.asset.fd,
-                    piece.offset + self.offset,
-                    min(piece.length - self.offset, SENDFILE_SLICE),
-                )
-                if count == 0:  # the file shrank under us
-                    raise OSError("file shorter than its answer")
-                self.file_bytes += count
-                left = piece.length - self.offset - count
-            self.last_progress = time.monotonic()
-            if left:
-                self.offset += count
-                return False  # the socket is full: wait until it is writable again
-            self.pieces.pop(0)
-            self.offset = 0
-        return True
-
-    def result(self) -> Sent:
-        """What was sent, and whether that was all of it."""
-        complete = not self.pieces and self.file_bytes == self.plan.file_bytes
-        return Sent(self.file_bytes, time.monotonic() - self.started, complete)
-
-
-def close_gently(sock: socket.socket) -> None:
-    """Close after the peer has all the data (FIN, not a reset)."""
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    sock.close()
+    path: str
+    done: Done
+    sock: socket.socket | None  # the server's own descriptor of a kept connection
+    give_back: GiveBack | None
+    started: float = field(default_factory=time.monotonic)
 
 
 class AssetSender:
-    """Sending loops, one per CPU the process may use (as nginx's ``worker_processes
-    auto``), each answer given to the next loop in turn; finished downloads are recorded by
-    another thread, off the loops."""
+    """The sender process (``sendloop``), started at once, and again after it died.
 
-    def __init__(self, server: str, loops: int | None = None) -> None:
+    ``loops`` sending loops in it (default: one per CPU this process may use, as nginx's
+    ``worker_processes auto``, up to ``MAX_LOOPS``); ``send_timeout`` and ``sweep`` as
+    ``sendloop``'s (tests shorten them).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        loops: int | None = None,
+        send_timeout: float = SEND_TIMEOUT_SECONDS,
+        sweep: float = SWEEP_SECONDS,
+    ) -> None:
         self.server = server
-        count = loops or min(max(len(ALLOWED_CPUS or ()), 1), MAX_LOOPS)
-        self._records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asset-records")
-        self._loops = [SendingLoop(self._records) for _ in range(count)]
-        self._turn = itertools.count()
+        self.loops = loops or min(max(len(ALLOWED_CPUS or ()), 1), MAX_LOOPS)
+        self.send_timeout = send_timeout
+        self.sweep = sweep
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._child: _Child | None = None
+        # Events are written here, so that no kept connection waits for the one before.
+        self.records = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asset-records")
+        with self._lock:
+            self._running()
+
+    @property
+    def pid(self) -> int | None:
+        """The sender process's id (``None`` once stopped)."""
+        child = self._child
+        return None if child is None else child.process.pid
 
     def submit(
         self,
@@ -181,126 +167,180 @@ class AssetSender:
         done: Done,
         give_back: GiveBack | None = None,
     ) -> None:
-        """Send ``plan`` on ``sock`` from a sending loop, then close the file, then ``done``.
+        """Have the sender process send ``plan`` on ``sock``; ``done`` once it is over.
 
         The connection then goes to ``give_back`` when there is one and the answer went out
-        whole (the head says ``Connection: keep-alive``); otherwise it is closed.
+        whole (the head says ``Connection: keep-alive``); otherwise it is closed. ``sock``
+        and ``asset`` are the sender's from now on (this process's descriptors are closed,
+        or, for a kept connection, held until the answer is over).
         """
         head = head_bytes(plan, self.server, keep_alive=give_back is not None)
-        transfer = Transfer(sock, asset, plan, head, done, give_back)
-        self._loops[next(self._turn) % len(self._loops)].add(transfer)
+        pieces = [
+            piece if isinstance(piece, bytes) else (piece.offset, piece.length)
+            for piece in plan.body
+        ]
+        ident = next(self._ids)
+        message = sendloop.encode_answer(
+            ident, head, pieces, plan.file_bytes, keep=give_back is not None
+        )
+        pending = _Pending(asset.path, done, sock if give_back else None, give_back)
+        failed: OSError | None = None
+        try:
+            # Under the lock: the reader of a process that died takes what it had under it
+            # too, so an answer is either handed over and listed, or neither.
+            with self._lock:
+                for _attempt in range(2):  # a process found dead is replaced once
+                    child = self._running()
+                    try:
+                        child.send(message, [sock.fileno(), asset.fd])
+                    except OSError as exc:
+                        child.lost(exc)
+                        failed = exc
+                        continue
+                    child.pending[ident] = pending
+                    failed = None
+                    break
+        finally:
+            asset.close()
+            if failed is not None:
+                close_gently(sock)
+            elif give_back is None:
+                sock.close()  # the sender process's copy is the connection now
+        if failed is not None:
+            log.warning("asset %s not handed to the sender process: %s", asset.path, failed)
+            _record(asset.path, done, Sent(0, 0.0, complete=False))
+
+    def _running(self) -> "_Child":
+        """The sender process, started anew if there is none (call with the lock held)."""
+        if self._stopping:
+            raise OSError("the asset sender has stopped")
+        if self._child is None or self._child.gone:
+            self._child = _Child(self)
+        return self._child
 
     def shutdown(self) -> None:
-        """Stop sending (answers under way are cut off and recorded as such)."""
-        for loop in self._loops:
-            loop.stop()
-        self._records.shutdown(wait=True)
+        """Stop the sender process (answers under way are cut off and recorded as such)."""
+        with self._lock:
+            self._stopping = True
+            child = self._child
+        if child is not None:
+            child.stop()
+        self.records.shutdown(wait=True)
 
 
-class SendingLoop:
-    """One thread sending its answers with non-blocking ``os.sendfile`` (as nginx does):
-    each writable socket gets what it can take, the kernel copies the file. The thread
-    takes the GIL once per call, a few hundred times a second at full speed."""
+class _Child:
+    """One sender process, the server's end of its control socket, what it has, and the
+    thread that reads its reports."""
 
-    def __init__(self, records: ThreadPoolExecutor) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._incoming: queue.SimpleQueue[Transfer] = queue.SimpleQueue()
-        self._wake_read, self._wake_write = socket.socketpair()
-        self._wake_read.setblocking(False)
-        self._wake_write.setblocking(False)
-        self._selector.register(self._wake_read, selectors.EVENT_READ, None)
-        self._stopping = False
-        self._records = records
-        self._thread = threading.Thread(target=self._loop, name="asset-sender", daemon=True)
-        self._thread.start()
-
-    def add(self, transfer: Transfer) -> None:
-        """Send ``transfer`` from this loop's thread."""
-        self._incoming.put(transfer)
-        self._wake()
-
-    def _wake(self) -> None:
+    def __init__(self, owner: AssetSender) -> None:
+        self.owner = owner
+        #: Answers the process has, by id (under ``owner._lock``).
+        self.pending: dict[int, _Pending] = {}
+        self.gone = False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        # A send that cannot go within this fails (the process is stuck) instead of
+        # holding a request thread for ever.
+        timeval = struct.pack("ll", HANDOFF_TIMEOUT_SECONDS, 0)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        self.control = ours
+        cpus = ",".join(str(cpu) for cpu in sorted(ALLOWED_CPUS or ()))
+        arguments = [str(theirs.fileno()), str(owner.loops), str(owner.send_timeout)]
+        arguments += [str(owner.sweep), cpus]
         try:
-            self._wake_write.send(b"x")
-        except BlockingIOError:
-            pass  # already awake
-
-    def _loop(self) -> None:
-        _unpin()
-        next_sweep = time.monotonic() + SWEEP_SECONDS
-        while not self._stopping:
-            for key, _ in self._selector.select(SWEEP_SECONDS):
-                if key.data is None:
-                    self._take_incoming()
-                else:
-                    self._advance(key.data)
-            if time.monotonic() >= next_sweep:
-                self._drop_stalled()
-                next_sweep = time.monotonic() + SWEEP_SECONDS
-        for key in list(self._selector.get_map().values()):
-            if key.data is not None:
-                self._finish(key.data)
-
-    def _take_incoming(self) -> None:
-        try:
-            while self._wake_read.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
-        while not self._incoming.empty():
-            transfer = self._incoming.get()
-            transfer.sock.setblocking(False)
-            # Full segments only until the end (nginx's tcp_nopush): close_gently's
-            # shutdown sends what is left.
-            with contextlib.suppress(OSError):
-                transfer.sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 1)
-            self._selector.register(transfer.sock, selectors.EVENT_WRITE, transfer)
-            self._advance(transfer)
-
-    def _advance(self, transfer: Transfer) -> None:
-        try:
-            finished = transfer.step()
-        except BlockingIOError:
-            return
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", sendloop.__file__, *arguments],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        try:  # it says so once it runs where it should (on every CPU)
+            ours.settimeout(STARTUP_TIMEOUT_SECONDS)
+            ready = ours.recv(sendloop.MESSAGE_BYTES)
+            ours.settimeout(None)
         except OSError as exc:
-            log.info("asset %s: client gone: %s", transfer.asset.path, exc)
-            finished = True
-        if finished:
-            self._finish(transfer)
+            ready = f"{exc}".encode()
+        if ready != sendloop.READY:
+            self.process.kill()
+            self.process.wait()
+            ours.close()
+            raise OSError(f"the asset sender process did not start: {ready!r}")
+        self._reader = threading.Thread(
+            target=self._read, name="asset-sender-reports", daemon=True
+        )
+        self._reader.start()
 
-    def _drop_stalled(self) -> None:
-        limit = time.monotonic() - SEND_TIMEOUT_SECONDS
-        for key in list(self._selector.get_map().values()):
-            if key.data is not None and key.data.last_progress < limit:
-                log.info(
-                    "asset %s: client took nothing for %d s",
-                    key.data.asset.path,
-                    SEND_TIMEOUT_SECONDS,
+    def send(self, message: bytes, fds: list[int]) -> None:
+        """Hand an answer over: ``message`` with the connection and file descriptors."""
+        socket.send_fds(self.control, [message], fds, socket.MSG_NOSIGNAL)
+
+    def lost(self, exc: BaseException) -> None:
+        """The process cannot be reached (dead, or stuck): make sure it is dead, and mark it
+        gone, so that the next answer starts another (call with ``owner._lock`` held)."""
+        if not self.gone:
+            self.gone = True
+            log.warning("asset sender process %d unreachable: %s", self.process.pid, exc)
+            self.process.kill()
+            with contextlib.suppress(OSError):
+                self.control.shutdown(socket.SHUT_RDWR)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.control.recv(sendloop.MESSAGE_BYTES)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            ident, sent, note = sendloop.decode_result(data)
+            with self.owner._lock:
+                pending = self.pending.pop(ident, None)
+            if pending is not None:
+                self._over(pending, sent, note)
+        code = self.process.wait()  # it closed its end: it has exited, or is killed
+        with self.owner._lock:  # said before a new process can take the next answer
+            self.gone = True
+            left, self.pending = list(self.pending.values()), {}
+            if left or not self.owner._stopping:
+                log.warning(
+                    "asset sender process %d exited (code %s); %d download(s) cut off",
+                    self.process.pid,
+                    code,
+                    len(left),
                 )
-                self._finish(key.data)
+        for pending in left:
+            self._over(pending, Sent(0, time.monotonic() - pending.started, False), "")
+        self.control.close()
 
-    def _finish(self, transfer: Transfer) -> None:
-        self._selector.unregister(transfer.sock)
-        sent = transfer.result()
-        if sent.complete and transfer.give_back is not None and not self._stopping:
-            hand_back(transfer.sock, transfer.give_back)
-        else:
-            close_gently(transfer.sock)
-        transfer.asset.close()
-        self._records.submit(_record, transfer.asset.path, transfer.done, sent)
+    def _over(self, pending: _Pending, sent: Sent, note: str) -> None:
+        if note:
+            log.info("asset %s: %s", pending.path, note)
+        if pending.sock is not None:
+            if sent.complete and pending.give_back is not None and not self.owner._stopping:
+                hand_back(pending.sock, pending.give_back)
+            else:
+                close_gently(pending.sock)
+        try:
+            self.owner.records.submit(_record, pending.path, pending.done, sent)
+        except RuntimeError:  # stopped (this reader outlived its wait): record it here
+            _record(pending.path, pending.done, sent)
 
     def stop(self) -> None:
-        """Stop sending (answers under way are cut off and recorded as such)."""
-        self._stopping = True
-        self._wake()
-        self._thread.join(5)
+        """Close the control socket's sending side: the process cuts off what it has,
+        reports it and exits; killed if it has not within ``STOP_TIMEOUT_SECONDS``."""
+        with contextlib.suppress(OSError):
+            self.control.shutdown(socket.SHUT_WR)
+        try:
+            self.process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            log.warning("asset sender process %d did not stop: killed", self.process.pid)
+            self.process.kill()
+        self._reader.join(STOP_TIMEOUT_SECONDS)
 
 
 def hand_back(sock: socket.socket, give_back: GiveBack) -> None:
-    """Give a connection whose answer went out whole to ``give_back``: uncorked first, so
-    the answer's last segment leaves now, not when the next answer fills one."""
-    with contextlib.suppress(OSError):  # not a TCP socket (tests), or already gone
-        sock.setsockopt(socket.IPPROTO_TCP, TCP_CORK, 0)
+    """Give a connection whose answer went out whole to ``give_back`` (the sender process
+    has uncorked it already)."""
     try:
         give_back(sock)
     except OSError as exc:
@@ -313,12 +353,6 @@ def _record(path: str, done: Done, sent: Sent) -> None:
         done(sent)
     except Exception:  # noqa: BLE001 - a failed event must not stop the next ones
         log.exception("asset %s: recording the download failed", path)
-
-
-def _unpin() -> None:
-    """Let this sender thread run on every CPU the process was allowed at start."""
-    if ALLOWED_CPUS:
-        os.sched_setaffinity(0, ALLOWED_CPUS)
 
 
 def detach_socket(channel: HTTPChannel, timeout: float = DETACH_TIMEOUT_SECONDS) -> Any:

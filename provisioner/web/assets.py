@@ -1,8 +1,9 @@
 """``GET``/``HEAD /assets/<path>``: the files of ``ASSETS_DIR``, for machines that boot.
 
 Unauthenticated, like the boot script: firmware cannot send a token. The view decides the
-answer (``assets.http.plan``); under ``provisioner serve`` the body goes out from an
-``AssetSender`` thread with ``os.sendfile``, elsewhere (any WSGI server) as a streamed body.
+answer (``assets.http.plan``); under ``provisioner serve`` the body goes out from the
+sender process (``AssetSender``) with ``os.sendfile``, elsewhere (any WSGI server) as a
+streamed body.
 Either way the download ends in one event on the node at the client's address.
 """
 

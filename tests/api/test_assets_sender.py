@@ -1,13 +1,17 @@
-"""The sending loop on its own: socket pairs stand in for clients."""
+"""The sender process on its own: socket pairs stand in for clients."""
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from provisioner.assets import sender as sender_module
+from provisioner.assets import sendloop
 from provisioner.assets.files import open_asset
 from provisioner.assets.http import plan
 from provisioner.assets.sender import AssetSender
@@ -82,10 +86,8 @@ def test_client_gone_is_recorded_as_cut_off(asset_sender, asset_root) -> None:
     assert not results[0].complete and results[0].file_bytes < len(DATA)
 
 
-def test_a_client_that_takes_nothing_is_dropped(monkeypatch, asset_root) -> None:
-    monkeypatch.setattr(sender_module, "SEND_TIMEOUT_SECONDS", 0)
-    monkeypatch.setattr(sender_module, "SWEEP_SECONDS", 0.05)
-    running = AssetSender("test/1")
+def test_a_client_that_takes_nothing_is_dropped(asset_root) -> None:
+    running = AssetSender("test/1", send_timeout=0, sweep=0.05)
     try:
         client, results, finished = submit(running, asset_root, {})
         with client:
@@ -141,3 +143,134 @@ def test_cut_off_connection_is_not_given_back(asset_sender, asset_root) -> None:
     client.close()
     assert finished.wait(WAIT)
     assert not results[0].complete and not taker.taken
+
+
+def process_exists(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_sender_is_a_process_of_its_own_holding_the_descriptors(asset_sender, asset_root):
+    """After submit this process holds neither the file nor a closed connection: the
+    sender process got its own descriptors (SCM_RIGHTS) and sends from them."""
+    assert asset_sender.pid != os.getpid() and process_exists(asset_sender.pid)
+    ours, theirs = socket.socketpair()
+    opened = open_asset(asset_root, "big")
+    answer = plan("GET", {}, opened.size, opened.mtime_ns, opened.path)
+    finished = threading.Event()
+    asset_sender.submit(ours, opened, answer, lambda sent: finished.set())
+    assert opened.fd == -1 and ours.fileno() == -1  # ours are closed
+    with theirs:
+        assert read_all(theirs).partition(b"\r\n\r\n")[2] == DATA
+    assert finished.wait(WAIT)
+
+
+def test_several_ranges_go_out_as_multipart(asset_sender, asset_root) -> None:
+    client, results, finished = submit(asset_sender, asset_root, {"range": "bytes=0-9,100-199"})
+    with client:
+        raw = read_all(client)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206 Partial Content\r\n")
+    boundary = head.split(b"boundary=")[1].split(b"\r\n")[0]
+    parts = body.split(b"--" + boundary)
+    assert parts[1].endswith(b"\r\n\r\n" + DATA[0:10] + b"\r\n")
+    assert parts[2].endswith(b"\r\n\r\n" + DATA[100:200] + b"\r\n")
+    assert parts[3] == b"--\r\n"
+    assert finished.wait(WAIT) and results[0].file_bytes == 110 and results[0].complete
+
+
+def test_a_dead_sender_process_cuts_off_its_answers_and_is_replaced(asset_sender, asset_root):
+    taker = Taker()
+    client, results, finished = submit(asset_sender, asset_root, {}, give_back=taker)
+    first = asset_sender.pid
+    with client:
+        assert client.recv(1000).startswith(b"HTTP/1.1 200 OK")  # the process has it
+        os.kill(first, signal.SIGKILL)
+        assert finished.wait(WAIT)
+        assert not results[0].complete and not taker.taken
+        read_all(client)  # ends: this process closed its copy of the kept connection
+    again, results, finished = submit(asset_sender, asset_root, {})
+    with again:
+        assert read_all(again).partition(b"\r\n\r\n")[2] == DATA
+    assert finished.wait(WAIT) and results[0].complete
+    assert asset_sender.pid != first and not process_exists(first)
+
+
+def test_shutdown_cuts_off_what_is_under_way_and_leaves_no_process(asset_root) -> None:
+    running = AssetSender("test/1")
+    pid = running.pid
+    client, results, finished = submit(running, asset_root, {}, give_back=Taker())
+    with client:
+        assert client.recv(1000).startswith(b"HTTP/1.1 200 OK")
+        running.shutdown()
+        assert finished.is_set() and not results[0].complete
+        read_all(client)  # closed, not given back
+    assert not process_exists(pid)
+    with pytest.raises(OSError):
+        submit(running, asset_root, {})
+
+
+def test_the_sender_process_exits_when_its_server_dies(asset_root, tmp_path) -> None:
+    """A server killed outright (no shutdown) leaves no sender process behind: the sender
+    reads the end of its control socket and exits."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        "import sys, time\n"
+        "from provisioner.assets.sender import AssetSender\n"
+        "sender = AssetSender('test/1')\n"
+        "print(sender.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        pid = int(server.stdout.readline())
+        assert process_exists(pid)
+        server.kill()
+        server.wait()
+        deadline = time.monotonic() + WAIT  # only catches a hang
+        while process_exists(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not process_exists(pid)
+    finally:
+        server.kill()
+        server.wait()
+        server.stdout.close()
+        server.stdin.close()
+
+
+def test_messages_carry_bytes_and_slices_unchanged() -> None:
+    head = b"HTTP/1.1 206 Partial Content\r\nX: \xff\x00\r\n\r\n"
+    pieces = [b"\r\n--b\r\n\x80", (0, 10), b"tail", (1 << 40, 3)]
+    message = sendloop.encode_answer(7, head, pieces, 1 << 41, keep=True)
+    assert sendloop.decode_answer(message) == (7, [head, *pieces], 1 << 41, True)
+    sent = Sent(123, 0.5, complete=False)
+    note = "client gone: [Errno 104] Connection reset by peer"
+    assert sendloop.decode_result(sendloop.encode_result(9, sent, note)) == (9, sent, note)
+
+
+def test_an_answer_that_came_without_its_descriptors_is_reported_cut_off() -> None:
+    """The kernel drops passed descriptors the receiver has no room for: the sender
+    process then reports the answer as not sent (so the server records it and lets go of
+    the connection), and goes on; it stops when the server closes its end."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    running = threading.Thread(target=sendloop.run, args=(theirs, 1))
+    running.start()
+    try:
+        assert ours.recv(100) == sendloop.READY
+        client, peer = socket.socketpair()
+        with client, peer:
+            message = sendloop.encode_answer(5, b"HTTP/1.1 200 OK\r\n\r\n", [(0, 10)], 10, False)
+            socket.send_fds(ours, [message], [peer.fileno()])  # the file is missing
+            ident, sent, note = sendloop.decode_result(ours.recv(sendloop.MESSAGE_BYTES))
+        assert ident == 5 and sent == Sent(0, 0.0, complete=False) and "descriptors" in note
+    finally:
+        ours.shutdown(socket.SHUT_WR)
+        running.join(WAIT)
+        ours.close()
+    assert not running.is_alive()

@@ -14,8 +14,6 @@ from serverproc import ServerProcess
 from serverproc import server_environment
 from serverproc import sqlite_settings
 
-from provisioner.assets.sender import MAX_LOOPS
-
 pytestmark = pytest.mark.e2e
 
 
@@ -50,13 +48,15 @@ def test_two_workers_serve_one_port_and_stop_on_sigterm(tmp_path):
             statuses = list(pool.map(boot, range(64)))
         assert statuses == [200] * 64
         assert server.get("/api/v1/nodes?limit=1000").body["total"] == 64
+        senders = [child for worker in workers for child in children_of(worker)]
+        assert len(senders) == 2  # each worker's asset sender process
         server.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 60  # only catches a hang
         while server.is_running() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert server.returncode == 0
         assert children_of(server.pid or -1) == []
-        assert all(not os.path.exists(f"/proc/{pid}") for pid in workers)
+        assert all(not os.path.exists(f"/proc/{pid}") for pid in workers + senders)
     assert "Traceback" not in server.log_text()
 
 
@@ -101,17 +101,19 @@ def cpus_of(pid: int) -> set[frozenset[int]]:
 
 
 def pinned_cpus(pid: int) -> frozenset[int]:
-    """The one CPU set all threads of serving process ``pid`` share, but the asset sender's
-    loops (one per CPU, at most MAX_LOOPS), which are let onto every CPU on purpose: they
-    hardly take the GIL, and the kernel's copying for them is what spreads."""
+    """The one CPU set all threads of serving process ``pid`` share; its asset sender
+    process (``assets.sendloop``) is let onto every CPU on purpose: the kernel's copying
+    for it is what spreads."""
     allowed = frozenset(os.sched_getaffinity(0))
-    affinities = [
-        frozenset(os.sched_getaffinity(int(thread))) for thread in os.listdir(f"/proc/{pid}/task")
-    ]
-    pinned = [cpus for cpus in affinities if cpus != allowed]
-    assert len(affinities) - len(pinned) == min(len(allowed), MAX_LOOPS)
-    [cpus] = set(pinned)
+    [sender] = [child for child in children_of(pid) if "sendloop" in cmdline(child)]
+    assert cpus_of(sender) == {allowed}
+    [cpus] = cpus_of(pid)
     return cpus
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as command:
+        return command.read().replace(b"\0", b" ").decode()
 
 
 needs_two_cpus = pytest.mark.skipif(
