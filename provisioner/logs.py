@@ -5,12 +5,14 @@ redacts the values of query parameters and URL parts that may carry a token (``?
 report and install-config URLs, ``/seed/<token>/`` of cloud-init's seed).
 """
 
+import contextlib
 import json
 import logging
 import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
@@ -86,34 +88,41 @@ class BusyBatchingHandler(logging.StreamHandler):
     """A ``StreamHandler`` that writes each line at once while the server is quiet, and
     the lines below WARNING together, at most ``interval`` late, while it is busy.
 
-    A ``StreamHandler`` writes and flushes each record: with a line per boot, that is a
-    ``write`` per request, made while the request thread gives the GIL up to its 15
-    neighbours, about a seventh of a boot's CPU under load (``bench http``). Here:
+    A ``StreamHandler`` formats, writes and flushes each record holding the handler's lock:
+    with a line per boot, that is a ``write`` per request, and 16 request threads queueing
+    for the lock of whichever of them the GIL left holding it (``bench http``: about a
+    tenth of a boot). Here a line is formatted without the lock and queued, and:
 
-    - while ``busy()`` is false (``serve``: at most one client connected; start-up) a line is
+    - while ``busy()`` is false (``serve``: at most one client connected; start-up) it is
       written at once, so a client alone with the server finds in the log every line logged
       before its answer;
-    - while it is true, a line waits in memory and a thread of the handler's own writes
-      the waiting lines ``interval`` after the first of them: one ``write`` for many lines;
+    - while it is true, it waits, and a thread of the handler's own writes the waiting lines
+      ``interval`` after the first of them: one ``write`` for many lines;
     - a WARNING or worse is written at once, after the lines before it, so the order of
       lines is kept and a failure never waits in memory;
     - ``flush`` and ``close`` (``logging.shutdown`` at exit) write what is left; only a
       SIGKILL loses up to ``interval`` of INFO lines.
+
+    Lines are written only under the lock, each write taking every line queued until then.
     """
 
     def __init__(self, stream: object = None, interval: float = FLUSH_SECONDS) -> None:
         super().__init__(stream)  # type: ignore[arg-type]
         self.interval = interval
         self.busy: Callable[[], bool] = never_busy
-        self._pending: list[str] = []
+        self._pending: deque[str] = deque()  # appended and taken without the lock
         self._wake = threading.Event()
         self._writer_started = False
 
-    def emit(self, record: logging.LogRecord) -> None:
-        """Write ``record``'s line now, or keep it for the writer thread while busy.
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """Filter and emit ``record`` without taking the lock (``emit`` takes it to write)."""
+        allowed = self.filter(record)
+        if allowed:
+            self.emit(allowed if isinstance(allowed, logging.LogRecord) else record)
+        return bool(allowed)
 
-        ``Handler.handle`` calls this holding the handler's lock.
-        """
+    def emit(self, record: logging.LogRecord) -> None:
+        """Queue ``record``'s line; write the queue now unless the server is busy."""
         try:
             line = self.format(record) + self.terminator
         except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
@@ -121,8 +130,9 @@ class BusyBatchingHandler(logging.StreamHandler):
             return
         self._pending.append(line)
         if record.levelno >= logging.WARNING or not self.busy():
-            self._write_pending(record)
-        elif len(self._pending) == 1:
+            with self.lock:  # type: ignore[union-attr]
+                self._write_pending(record)
+        elif not self._wake.is_set():
             self._start_writer()
             self._wake.set()
 
@@ -137,13 +147,15 @@ class BusyBatchingHandler(logging.StreamHandler):
         super().close()
 
     def _write_pending(self, record: logging.LogRecord | None = None) -> None:
-        """Write and flush the waiting lines (the caller holds the lock)."""
-        if not self._pending:
+        """Write and flush the lines queued so far (the caller holds the lock)."""
+        lines = []
+        with contextlib.suppress(IndexError):
+            while True:
+                lines.append(self._pending.popleft())
+        if not lines:
             return
-        text = "".join(self._pending)
-        self._pending.clear()
         try:
-            self.stream.write(text)
+            self.stream.write("".join(lines))
             self.stream.flush()
         except RecursionError:
             raise
@@ -161,7 +173,7 @@ class BusyBatchingHandler(logging.StreamHandler):
             self._wake.wait()
             time.sleep(self.interval)  # what the next moment brings goes in the same write
             with self.lock:  # type: ignore[union-attr]
-                self._wake.clear()
+                self._wake.clear()  # before taking the lines: a line after them sets it
                 self._write_pending()
 
 
