@@ -77,7 +77,6 @@ ALLOWED_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else 
 
 #: WSGI environ key of the callable that detaches the request's connection from waitress.
 HANDOFF_KEY = "provisioner.assets.detach"
-TCP_CORK = sendloop.TCP_CORK
 #: Sending loops in the sender process at most (one per CPU up to this).
 MAX_LOOPS = 4
 #: How long a request thread waits for waitress's I/O thread to let go of a connection.
