@@ -6,31 +6,22 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from polling import WAIT_SECONDS
+from polling import wait_for
+
+__all__ = ["WAIT_SECONDS", "wait_for"]  # the power tests import the wait from here too
+
 IPMI_BMC = Path(__file__).resolve().parent / "power" / "ipmi_bmc.py"
-#: Generous: an action is bounded by POWER_TIMEOUT_SECONDS; this only stops a hung test.
-WAIT_SECONDS = 90
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate, what: str, seconds: float = WAIT_SECONDS):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def finished_action(client, action_id: int) -> dict:

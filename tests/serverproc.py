@@ -7,8 +7,9 @@ sees is what a machine or an operator's script would see::
     with start_server(tmp_path, database_url=database_url, WORKFLOWS_DIR=str(workflows)) as server:
         status, headers, body = server.get("/api/v1/nodes")
 
-Nothing here asserts: a server that does not come up raises ``ServerStartError`` with the
-tail of its log, and stopping reports the exit code for the test to judge.
+Nothing here asserts on the server's answers: a server that does not come up raises
+``ServerStartError`` with the tail of its log, stopping reports the exit code for the test
+to judge, and only a wait that times out (``wait_for_log``) fails the test.
 """
 
 import json
@@ -30,6 +31,9 @@ from types import TracebackType
 from typing import Any
 from typing import NamedTuple
 from typing import Self
+
+from polling import WAIT_SECONDS
+from polling import wait_for
 
 ENV_PREFIX = "PROVISIONER_"
 PROVISIONER_SCRIPT = Path(sys.executable).parent / "provisioner"
@@ -82,6 +86,16 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process: a zombie, or one reaped while its ``/proc`` entry
+    is read, is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
 
 
 def server_environment(settings: Mapping[str, str]) -> dict[str, str]:
@@ -264,15 +278,19 @@ class ServerProcess:
         except FileNotFoundError:
             return ""
 
-    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
-        """The log, once ``text`` is in it (waiting up to ``timeout`` s). The server writes a
-        line logged during a request before the answer, unless other clients' requests were
-        in flight then (``logs.RequestBatchingHandler``): then up to 0.1 s later."""
-        deadline = time.monotonic() + timeout
-        while text not in (log := self.log_text()):
-            assert time.monotonic() < deadline, f"{text!r} not logged: {log[-LOG_TAIL_CHARS:]}"
-            time.sleep(0.05)  # polling the log file, not timing the server
-        return log
+    def wait_for_log(self, text: str, timeout: float = WAIT_SECONDS) -> str:
+        """The log, once ``text`` is in it. The server writes a line before the answer of
+        a client alone with it; while other clients are connected, up to 0.1 s later
+        (``logs.BusyBatchingHandler``)."""
+
+        def logged() -> str | None:
+            log = self.log_text()
+            return log if text in log else None
+
+        try:
+            return wait_for(logged, f"{text!r} in the log", timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {self.log_tail()}") from None
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         return self.log_text()[-chars:]

@@ -6,10 +6,11 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
+from serverproc import process_alive
 
 from provisioner.assets import sendloop
 from provisioner.assets.files import open_asset
@@ -145,19 +146,10 @@ def test_cut_off_connection_is_not_given_back(asset_sender, asset_root) -> None:
     assert not results[0].complete and not taker.taken
 
 
-def process_exists(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_the_sender_is_a_process_of_its_own_holding_the_descriptors(asset_sender, asset_root):
     """After submit this process holds neither the file nor a closed connection: the
     sender process got its own descriptors (SCM_RIGHTS) and sends from them."""
-    assert asset_sender.pid != os.getpid() and process_exists(asset_sender.pid)
+    assert asset_sender.pid != os.getpid() and process_alive(asset_sender.pid)
     ours, theirs = socket.socketpair()
     opened = open_asset(asset_root, "big")
     answer = plan("GET", {}, opened.size, opened.mtime_ns, opened.path)
@@ -197,7 +189,7 @@ def test_a_dead_sender_process_cuts_off_its_answers_and_is_replaced(asset_sender
     with again:
         assert read_all(again).partition(b"\r\n\r\n")[2] == DATA
     assert finished.wait(WAIT) and results[0].complete
-    assert asset_sender.pid != first and not process_exists(first)
+    assert asset_sender.pid != first and not process_alive(first)
 
 
 def test_shutdown_cuts_off_what_is_under_way_and_leaves_no_process(asset_root) -> None:
@@ -209,7 +201,7 @@ def test_shutdown_cuts_off_what_is_under_way_and_leaves_no_process(asset_root) -
         running.shutdown()
         assert finished.is_set() and not results[0].complete
         read_all(client)  # closed, not given back
-    assert not process_exists(pid)
+    assert not process_alive(pid)
     with pytest.raises(OSError):
         submit(running, asset_root, {})
 
@@ -230,13 +222,10 @@ def test_the_sender_process_exits_when_its_server_dies(asset_root, tmp_path) -> 
     )
     try:
         pid = int(server.stdout.readline())
-        assert process_exists(pid)
+        assert process_alive(pid)
         server.kill()
         server.wait()
-        deadline = time.monotonic() + WAIT  # only catches a hang
-        while process_exists(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not process_exists(pid)
+        wait_for(lambda: not process_alive(pid), "the sender process to exit", WAIT)
     finally:
         server.kill()
         server.wait()

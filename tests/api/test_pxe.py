@@ -14,11 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from polling import wait_for
+from serverproc import process_alive
 
 from provisioner import create_app
 from provisioner.cli import main
@@ -307,21 +308,6 @@ def supervisors():
         supervisor.stop()
 
 
-def wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} after {DEADLINE_SECONDS} s"
-        time.sleep(0.02)
-
-
-def is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
-
-
 def test_dnsmasq_is_up_once_it_says_started_and_its_lines_reach_the_log(
     fake_dnsmasq, supervisors, caplog
 ):
@@ -329,8 +315,8 @@ def test_dnsmasq_is_up_once_it_says_started_and_its_lines_reach_the_log(
     supervisor = DnsmasqSupervisor(fake_dnsmasq("ok"), "br0")
     supervisors.append(supervisor)
     supervisor.start()
-    assert supervisor.pid is not None and is_running(supervisor.pid)
-    wait_for(lambda: "failed sending" in caplog.text, "dnsmasq line in the log")
+    assert supervisor.pid is not None and process_alive(supervisor.pid)
+    wait_for(lambda: "failed sending" in caplog.text, "dnsmasq line in the log", DEADLINE_SECONDS)
 
     forwarded = [
         (record.levelname, record.getMessage())
@@ -359,7 +345,7 @@ def test_a_dnsmasq_that_never_starts_is_killed_and_reported(fake_dnsmasq, superv
     with pytest.raises(PxeError, match="dnsmasq did not start within 0.5 s"):
         supervisor.start()
     (pid,) = map(int, fake_dnsmasq.runs.read_text().split())
-    assert not is_running(pid)
+    assert not process_alive(pid)
 
 
 def test_a_dnsmasq_that_dies_is_reported_and_started_again(fake_dnsmasq, supervisors, caplog):
@@ -369,9 +355,11 @@ def test_a_dnsmasq_that_dies_is_reported_and_started_again(fake_dnsmasq, supervi
     first = supervisor.pid
     os.kill(first, signal.SIGKILL)
 
-    wait_for(lambda: caplog.text.count("serves proxy DHCP") == 2, "second dnsmasq up")
-    assert is_running(supervisor.pid)
-    assert not is_running(first)  # reaped, not a zombie
+    wait_for(
+        lambda: caplog.text.count("serves proxy DHCP") == 2, "second dnsmasq up", DEADLINE_SECONDS
+    )
+    assert process_alive(supervisor.pid)
+    assert not process_alive(first)  # reaped, not a zombie
     assert supervisor.restarts == 1
     assert "PXE: dnsmasq exited with code -9" in caplog.text
     assert fake_dnsmasq.runs.read_text().split() == [str(first), str(supervisor.pid)]
@@ -385,7 +373,7 @@ def test_stop_ends_dnsmasq_and_starts_no_other(fake_dnsmasq, supervisors, caplog
     supervisor.stop()
 
     assert supervisor.pid is None
-    assert not is_running(pid)
+    assert not process_alive(pid)
     assert fake_dnsmasq.runs.read_text().split() == [str(pid)]
     assert "exited with code" not in caplog.text
 

@@ -4,10 +4,11 @@ with the server, and a kept connection goes from it back to waitress."""
 import os
 import signal
 import socket
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
+from serverproc import process_alive
 from serverproc import start_server
 
 pytestmark = pytest.mark.e2e
@@ -39,19 +40,8 @@ def sender_of(pid: int) -> int:
     return sender
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):  # reaped before, or while, it was read
-        return False
-
-
 def wait_gone(pid: int) -> bool:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return not alive(pid)
+    return wait_for(lambda: not process_alive(pid), f"process {pid} to exit", DEADLINE_SECONDS)
 
 
 def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
@@ -116,7 +106,4 @@ def test_a_killed_sender_process_is_replaced_on_the_next_download(tmp_path, asse
         status, _, body = server.get("/assets/initrd.img")
         assert status == 200 and body == DATA
         assert sender_of(server.pid) != first
-        deadline = time.monotonic() + DEADLINE_SECONDS  # the log may be written later
-        while f"asset sender process {first}" not in server.log_text():
-            assert time.monotonic() < deadline, server.log_tail()
-            time.sleep(0.05)
+        server.wait_for_log(f"asset sender process {first}")  # it may be written later
