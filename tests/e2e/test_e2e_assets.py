@@ -13,10 +13,10 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 from serverproc import ServerProcess
 from serverproc import start_server
 
@@ -250,13 +250,14 @@ def test_download_leaves_one_event(served, tmp_path: Path) -> None:
     assert server.patch_json(f"/api/v1/nodes/{MAC}", {"workflow_id": "assets-os"}).status == 200
     assert curl(server, "-o", "/dev/null", f"{server.url}/assets/os/initrd.img").returncode == 0
     assert curl(server, "-o", "/dev/null", f"{server.url}/assets/os/linux").returncode == 0
-    deadline = time.monotonic() + EVENT_DEADLINE_SECONDS
-    served_events: list[dict] = []
-    while time.monotonic() < deadline and len(served_events) < 2:
+
+    def served_events() -> list[dict] | None:
         events = server.get(f"/api/v1/nodes/{MAC}/events").body["data"]
-        served_events = [event for event in events if event["event_type"] == "asset_served"]
-        time.sleep(0.1)
-    messages = sorted(event["message"] for event in served_events)
+        found = [event for event in events if event["event_type"] == "asset_served"]
+        return found if len(found) >= 2 else None
+
+    served = wait_for(served_events, "two asset_served events", EVENT_DEADLINE_SECONDS)
+    messages = sorted(event["message"] for event in served)
     assert len(messages) == 2, messages
     assert messages[0].startswith(f"initrd served: os/initrd.img, {SIZE} bytes in ")
     assert messages[1].startswith("kernel served: os/linux, 100000 bytes in ")
