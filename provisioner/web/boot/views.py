@@ -21,11 +21,10 @@ from provisioner.web.context import now
 from provisioner.web.context import peer_ip
 from provisioner.web.context import server_url
 from provisioner.web.context import single_reads
-from provisioner.web.schemas import BootQuerySchema
+from provisioner.web.schemas import load_boot_query
 
 log = logging.getLogger(__name__)
 bp = Blueprint("boot", __name__, description="iPXE boot scripts (node-facing)")
-BOOT_QUERY = BootQuerySchema()
 
 SCRIPT_RESPONSE = {
     "description": "An iPXE script (first line `#!ipxe`)",
@@ -70,7 +69,7 @@ def _boot_mode(platform: str | None) -> str | None:
 def boot():
     """The script a machine should run now, chosen by its lifecycle state."""
     try:
-        args = BOOT_QUERY.load(request.args)
+        args = load_boot_query(request.args.to_dict())
     except ValidationError as exc:
         problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.messages.items())
         return script_response(ipxe.request_error(problems), 400)

@@ -43,6 +43,7 @@ from provisioner.web.schemas.nodes import StateChangeSchema
 from provisioner.web.schemas.nodes import StateLogListEnvelope
 from provisioner.web.schemas.nodes import StateLogSchema
 from provisioner.web.schemas.nodes import TagsSchema
+from provisioner.web.schemas.nodes import load_boot_query
 from provisioner.web.schemas.workflows import WorkflowEnvelope
 from provisioner.web.schemas.workflows import WorkflowListEnvelope
 from provisioner.web.schemas.workflows import WorkflowOutSchema
@@ -50,6 +51,7 @@ from provisioner.web.schemas.workflows import WorkflowSchema
 
 __all__ = [
     "BootQuerySchema",
+    "load_boot_query",
     "CONFIG_NAME",
     "EventListEnvelope",
     "EventSchema",

@@ -1,5 +1,6 @@
 """Schemas of the node inventory API, the stalled feed and the boot query."""
 
+from collections.abc import Mapping
 from typing import Any
 
 from marshmallow import EXCLUDE
@@ -176,3 +177,32 @@ class BootQuerySchema(Schema):
     def _drop_empty(self, data: Any, **kwargs: Any) -> Any:
         """iPXE sends ``uuid=`` when a setting is unknown: treat empty as absent."""
         return {key: value for key, value in data.items() if value != ""}
+
+
+_BOOT_QUERY = BootQuerySchema()
+
+
+def load_boot_query(args: Mapping[str, str]) -> dict[str, Any]:
+    """What ``BootQuerySchema().load(args)`` returns, or raises, for a boot's query string.
+
+    ``Schema.load`` runs each of the schema's nine fields, given or not, through its
+    machinery: about 18 µs, a tenth of a boot, when iPXE sent only the MAC. Here the
+    fields iPXE left out or sent empty are only checked for ``required``, and each given
+    one is loaded by the schema's own field, so the rules and the messages are the
+    schema's (``tests/unit/test_boot_query.py`` holds the two to the same answers).
+    """
+    loaded: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    for name, field in _BOOT_QUERY.load_fields.items():
+        value = args.get(name, "")
+        if value == "":
+            if field.required:
+                errors[name] = [field.error_messages["required"]]
+            continue
+        try:
+            loaded[name] = field.deserialize(value, name, args)
+        except ValidationError as exc:
+            errors[name] = exc.messages  # type: ignore[assignment]
+    if errors:
+        raise ValidationError(errors)
+    return loaded
