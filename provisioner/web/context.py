@@ -28,9 +28,9 @@ def now() -> datetime:
     return current_app.config.get("CLOCK", utcnow)()
 
 
-def workflow_store() -> WorkflowStore:
-    """The app's workflow store."""
-    return current_app.extensions["provisioner.domain.workflows"]
+def workflow_store(app: Flask | None = None) -> WorkflowStore:
+    """The workflow store of ``app``, by default the current one."""
+    return (app or current_app).extensions["provisioner.domain.workflows"]
 
 
 def single_reads(app: Flask | None = None) -> SingleReads:
@@ -39,9 +39,10 @@ def single_reads(app: Flask | None = None) -> SingleReads:
     return (app or current_app).extensions[SINGLE_READS_KEY]
 
 
-def server_url() -> str:
-    """The base URL nodes should use: ``SERVER_URL``, else the one this request came to."""
-    return current_app.config["SERVER_URL"] or _base_url(request.scheme, request.host)
+def server_url(app: Flask | None = None) -> str:
+    """The base URL nodes should use: ``SERVER_URL`` of ``app`` (by default the current
+    one), else the one this request came to."""
+    return (app or current_app).config["SERVER_URL"] or _base_url(request.scheme, request.host)
 
 
 @functools.lru_cache(maxsize=256)

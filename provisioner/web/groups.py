@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from flask import Flask
 from flask import current_app
 from flask.views import MethodView
 
@@ -39,9 +40,9 @@ def init_app(app: Any) -> None:
     app.extensions[EXTENSION_KEY] = GroupCache(rule_of)
 
 
-def group_cache() -> GroupCache[GroupRule]:
-    """The app's cache of the groups."""
-    return current_app.extensions[EXTENSION_KEY]
+def group_cache(app: Flask | None = None) -> GroupCache[GroupRule]:
+    """The cache of the groups of ``app``, by default the current one."""
+    return (app or current_app).extensions[EXTENSION_KEY]
 
 
 def node_group(node: Node) -> GroupRule | None:
