@@ -71,9 +71,13 @@ class SingleReads:
         connection = kept.connection
         prepared = self._prepared.get(statement, False)
         if prepared is False:
-            prepared = PreparedRead.of(statement, connection.dialect)
-            if len(self._prepared) < PREPARED_LIMIT:  # statements built per call: not kept
-                self._prepared[statement] = prepared
+            # Past the limit a statement is one built per call: compiling it for one read
+            # would cost more than SQLAlchemy's path, whose cache knows its shape.
+            prepared = None
+            if len(self._prepared) < PREPARED_LIMIT:
+                prepared = self._prepared[statement] = PreparedRead.of(
+                    statement, connection.dialect
+                )
         if prepared is not None and not self._kept_engine.dispatch.before_cursor_execute:
             try:
                 return prepared.first(connection.connection.dbapi_connection, parameters)

@@ -150,3 +150,14 @@ def test_a_listener_on_statement_events_sees_every_read(app):
     assert any("FROM nodes" in statement for statement in seen)
     glance_node(reads, MAC)
     assert len(seen) == 1
+
+
+def test_past_the_limit_a_statement_is_not_compiled_for_one_read(app, monkeypatch):
+    """Once ``PREPARED_LIMIT`` statements are kept, a new one (one built per call) is not
+    compiled for a single read: SQLAlchemy runs it, with the same answer."""
+    compiled: list = []
+    monkeypatch.setattr("provisioner.store.reads.PREPARED_LIMIT", 0)
+    monkeypatch.setattr(PreparedRead, "of", classmethod(lambda cls, *args: compiled.append(args)))
+    statement = select(Node.id).where(Node.mac_address == MAC)
+    assert single_reads(app).first(statement, {}) is None
+    assert compiled == []
